@@ -1,0 +1,113 @@
+"""Benchmark: FewStep Blended Sampler vs core KSampler + SetLatentNoiseMask, same model, same steps.
+
+    COMFYUI_DIR=/path/to/ComfyUI python benchmarks/blended_vs_core.py [--size 512] [--steps 4] [--repeats 5]
+
+Runs ComfyUI in-process on the CPU (or its default device with --gpu) with a random-weight
+SD1.5-architecture checkpoint (2 levels, 320/640 channels, ~100 M UNet parameters, built by
+tests/support/build_tiny_checkpoint.py), one masked latent, cfg 1 (one UNet call per step), and
+times the two sampling paths in alternating order after one warm-up each. Prints per-run times, the
+medians and the ratio ours / core. Not a test: timings depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_module(name: str, path: Path):
+    """Import a file as ``name`` (the pack itself, like ComfyUI does; test helpers by path, since
+    ComfyUI's own ``tests`` package shadows ours)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI checkout")
+    parser.add_argument("--checkpoint", help="checkpoint to use (default: build the ~100 M random one)")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gpu", action="store_true", help="use ComfyUI's default device instead of --cpu")
+    args = parser.parse_args()
+    if not args.comfyui:
+        parser.error("set COMFYUI_DIR or pass --comfyui")
+
+    sys.path.insert(0, str(Path(args.comfyui).resolve()))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = not args.gpu
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import comfy.sd
+    import comfy.utils
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    import nodes as comfy_nodes
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
+
+    server_helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
+    load_module("fewstep_pack", REPO / "__init__.py")
+    from fewstep_pack.nodes.sampler import FewStepBlendedSampler
+    from fewstep_pack.nodes.schedule import FewStepSchedule
+
+    checkpoint = args.checkpoint or str(
+        server_helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=2)
+    )
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)
+    conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
+    side = args.size // 8
+    z = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, args.size, args.size)
+    mask[:, args.size // 4: 3 * args.size // 4, args.size // 4: 3 * args.size // 4] = 1
+    latent = {"samples": z, "noise_mask": mask}
+
+    sigmas = FewStepSchedule.execute(model=model, steps=args.steps, spacing="trailing").result[0]
+    ours_sampler = FewStepBlendedSampler.execute(hole_init="source").result[0]
+
+    def ours() -> None:
+        import comfy.samplers
+
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(conds, conds)
+        guider.set_cfg(1.0)
+        SamplerCustomAdvanced().sample(Noise_RandomNoise(1), guider, ours_sampler, sigmas, latent)
+
+    def core() -> None:
+        comfy_nodes.common_ksampler(model, 1, args.steps, 1.0, "lcm", "sgm_uniform", conds, conds, latent)
+
+    timings: dict[str, list[float]] = {"ours": [], "core": []}
+    for fn in (ours, core):  # warm-up: model load, allocator
+        fn()
+    for repeat in range(args.repeats):
+        pair = (("ours", ours), ("core", core))
+        for name, fn in pair if repeat % 2 == 0 else pair[::-1]:  # alternate to cancel order effects
+            start = time.perf_counter()
+            fn()
+            timings[name].append(time.perf_counter() - start)
+
+    device = "cpu" if not args.gpu else str(torch.device("cuda") if torch.cuda.is_available() else "cpu")
+    print(f"model: {Path(checkpoint).name}  image: {args.size}²  steps: {args.steps}  cfg: 1  device: {device}  "
+          f"threads: {torch.get_num_threads()}")
+    for name in ("ours", "core"):
+        runs = ", ".join(f"{t:.3f}" for t in timings[name])
+        print(f"{name:>4}: median {statistics.median(timings[name]):.3f} s  runs [{runs}]")
+    ratio = statistics.median(timings["ours"]) / statistics.median(timings["core"])
+    print(f"ratio ours/core (median): {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Discrete DDPM schedules and the few-step timestep lists distilled models were trained on."""
+from __future__ import annotations
+
+import torch
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def scaled_linear_alphas_cumprod(
+    num_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = 0.00085, beta_end: float = 0.012
+) -> torch.Tensor:
+    """ᾱ_t of the SD/SDXL "scaled_linear" DDPM schedule (Rombach et al. 2022), float64."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """VE noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) of each discrete timestep (Karras et al. 2022, Eq. 4)."""
+    return ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+def trailing_timesteps(steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
+    """"trailing" spacing (Lin et al. 2024, Table 2): 4 steps → 999, 749, 499, 249 (DMD2, SDXL-Turbo,
+    SDXL-Lightning, Hyper-SD)."""
+    _check_steps(steps, num_train_timesteps)
+    # numpy.arange(T, 0, -T/N) fills start + i·((start + step) − start); diffusers rounds that, and
+    # so do we, so that ties (e.g. 48 steps) land on the same integer.
+    delta = (num_train_timesteps - num_train_timesteps / steps) - num_train_timesteps
+    return [round(num_train_timesteps + i * delta) - 1 for i in range(steps)]
+
+
+def lcm_timesteps(
+    steps: int, original_steps: int = 50, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> list[int]:
+    """LCM skipping-step timesteps (Luo et al. 2023, Sec. 4.3): 4 steps → 999, 759, 499, 259."""
+    _check_steps(steps, original_steps)
+    k = num_train_timesteps // original_steps
+    origin = [(i + 1) * k - 1 for i in reversed(range(original_steps))]
+    return [origin[(i * original_steps) // steps] for i in range(steps)]
+
+
+def parse_timesteps(text: str, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
+    """Parse a user list such as "999, 749, 499, 249" into strictly decreasing integer timesteps."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError as err:
+        raise ValueError(f"timesteps: {text!r} is not a comma-separated list of integers") from err
+    if not values:
+        raise ValueError("timesteps: the list is empty")
+    if any(t < 0 or t >= num_train_timesteps for t in values):
+        raise ValueError(f"timesteps: every value must lie in 0..{num_train_timesteps - 1}, got {values}")
+    if any(a <= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"timesteps: values must be strictly decreasing, got {values}")
+    return values
+
+
+def fewstep_sigmas(timesteps: list[int], sigma_table: torch.Tensor) -> torch.Tensor:
+    """SIGMAS for exact discrete timesteps: σ(t_0), …, σ(t_{N−1}), 0 (k-diffusion convention)."""
+    if len(timesteps) == 0:
+        raise ValueError("timesteps: the list is empty")
+    if max(timesteps) >= sigma_table.shape[0] or min(timesteps) < 0:
+        raise ValueError(
+            f"timesteps {timesteps} fall outside the model's schedule of {sigma_table.shape[0]} steps"
+        )
+    picked = sigma_table.to(torch.float32)[torch.tensor(timesteps, dtype=torch.long)]
+    return torch.cat([picked, picked.new_zeros(1)])
+
+
+def timestep_from_sigma(sigma: torch.Tensor, sigma_table: torch.Tensor) -> torch.Tensor:
+    """Fractional timestep of any-shaped σ by linear interpolation in log σ (k-diffusion's DiscreteSchedule)."""
+    log_table = sigma_table.detach().cpu().to(torch.float64).log()
+    log_sigma = sigma.detach().cpu().to(torch.float64).clamp_min(float(sigma_table.min())).log()
+    flat = log_sigma.reshape(-1)
+    high = torch.searchsorted(log_table, flat).clamp(1, log_table.shape[0] - 1)
+    low = high - 1
+    frac = (flat - log_table[low]) / (log_table[high] - log_table[low])
+    t = low.to(torch.float64) + frac.clamp(0.0, 1.0)
+    return t.reshape(sigma.shape).to(device=sigma.device, dtype=torch.float32)
+
+
+def _check_steps(steps: int, limit: int) -> None:
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= limit:
+        raise ValueError(f"steps must be an integer in 1..{limit}, got {steps!r}")
+
+
+__all__ = [
+    "NUM_TRAIN_TIMESTEPS",
+    "scaled_linear_alphas_cumprod",
+    "sigmas_from_alphas_cumprod",
+    "trailing_timesteps",
+    "lcm_timesteps",
+    "parse_timesteps",
+    "fewstep_sigmas",
+    "timestep_from_sigma",
+]

@@ -1,0 +1,17 @@
+"""The pack's ComfyExtension: registers model folders and lists the nodes."""
+from __future__ import annotations
+
+from ._api import ComfyExtension
+from .composite import ExactComposite
+from .noise import ReBlend
+from .paths import register_model_folders
+from .sampler import FewStepBlendedSampler
+from .schedule import FewStepSchedule
+
+NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite]
+
+
+class FewStepExtension(ComfyExtension):
+    async def get_node_list(self):
+        register_model_folders()
+        return list(NODES)

@@ -1,0 +1,82 @@
+"""Model folders under ``models/fewstep/<kind>/`` and weight loading through ComfyUI's managers."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..core.manifest import find_entry, load_manifest, mismatch_message, missing_weight_message
+from ..core.weights import WeightFileError, load_weights
+
+KINDS = ("inverfill", "turbofill", "rad", "turboedit")
+EXTENSIONS = {".safetensors"}
+log = logging.getLogger(__name__)
+
+
+def folder_key(kind: str) -> str:
+    """The ``folder_paths`` name of a kind, also the key to use in ``extra_model_paths.yaml``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown weight kind {kind!r}; expected one of {KINDS}")
+    return f"fewstep_{kind}"
+
+
+def register_model_folders() -> None:
+    """Register ``models/fewstep/<kind>`` for every kind, keeping paths from extra_model_paths.yaml."""
+    import folder_paths
+
+    for kind in KINDS:
+        key = folder_key(kind)
+        default = os.path.join(folder_paths.models_dir, "fewstep", kind)
+        paths = list(folder_paths.folder_names_and_paths.get(key, ([], set()))[0])
+        if default not in paths:
+            paths.insert(0, default)
+        folder_paths.folder_names_and_paths[key] = (paths, set(EXTENSIONS))
+        try:
+            os.makedirs(default, exist_ok=True)
+        except OSError as err:  # read-only installs still work with extra paths
+            log.debug("FewStep: cannot create %s: %s", default, err)
+
+
+def weight_path(kind: str, filename: str) -> str:
+    """Full path of a weight file, or a MissingWeightError naming the file, folders and trainer."""
+    import folder_paths
+
+    key = folder_key(kind)
+    path = folder_paths.get_full_path(key, filename) if filename else None
+    if path is None or not os.path.isfile(path):
+        entry = find_entry(load_manifest(), filename, kind)
+        raise FileNotFoundError(missing_weight_message(kind, filename, folder_paths.get_folder_paths(key), entry))
+    return path
+
+
+def load_weight_file(kind: str, filename: str) -> tuple[dict, dict]:
+    """(state_dict on the CPU, decoded metadata) of a ``.safetensors`` weight, checked against the manifest."""
+    path = weight_path(kind, filename)
+    entry = find_entry(load_manifest(), filename, kind)
+    if entry is not None and os.path.getsize(path) != entry["bytes"]:
+        raise WeightFileError(mismatch_message(entry, path, os.path.getsize(path)))
+    state_dict, metadata = load_weights(path, device="cpu")
+    declared = metadata.get("kind")
+    if declared is not None and declared != kind:
+        raise WeightFileError(f"{filename}: is a '{declared}' weight, but this node needs a '{kind}' weight")
+    return state_dict, metadata
+
+
+def network_dtype(parameter_count: int, stored_dtype=None):
+    """The dtype ComfyUI would run a UNet-sized network in on the current device."""
+    import comfy.model_management as mm
+
+    return mm.unet_dtype(model_params=parameter_count, weight_dtype=stored_dtype)
+
+
+def wrap_network(module):
+    """A ModelPatcher so ComfyUI loads, offloads and frees the network like its own models.
+
+    Call ``comfy.model_management.load_models_gpu([patcher])`` before use, then ``patcher.model``.
+    """
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    module.to(mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(
+        module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )

@@ -1,0 +1,1 @@
+"""Test stand-in package for ComfyUI's ``comfy_api`` (see tests/stubs/README.md)."""

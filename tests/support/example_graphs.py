@@ -1,0 +1,220 @@
+"""Source of the example workflows: one graph description → UI workflow + API twin.
+
+    python -m tests.support.example_graphs --write
+
+writes ``examples_workflows/<name>.json`` (UI format, for users), ``examples_workflows/<name>.api.json``
+(API format, what tests submit to ``POST /prompt``) and a copy of the UI file in
+``example_workflows/`` (the folder ComfyUI's template browser reads). ``tests/test_workflows.py``
+fails when the committed files differ from what this module generates.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .node_schemas import load_snapshot
+from .workflow_check import input_specs, is_widget, load_object_info
+
+REPO = Path(__file__).resolve().parents[2]
+UI_DIR = REPO / "examples_workflows"
+TEMPLATE_DIR = REPO / "example_workflows"
+PACK_ID = "fewstep-fill-edit"
+CORE_VERSION = "0.3.64"
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
+    title: str | None = None
+    size: tuple[int, int] = (300, 100)
+
+
+@dataclass
+class Graph:
+    name: str
+    title: str
+    nodes: list[Node]
+    note: str = ""
+
+
+INPAINT_NOTE = """## Few-step inpaint, no extra weights
+
+1. **Load Checkpoint**: a few-step model (SDXL-Turbo, SD-Turbo, DMD2, SDXL-Lightning, Hyper-SD or LCM merges).
+2. **Load Image**: right-click → *Open in MaskEditor* and paint the area to regenerate.
+3. Write what should appear there, then *Queue*.
+
+**FewStep Schedule** gives the exact distilled timesteps (4 steps = 999/749/499/249; use `lcm` spacing for LCM).
+**FewStep Blended Sampler** keeps everything outside the mask from the source latent at every step,
+and **Exact Composite** pastes the result back so unmasked pixels are identical to the input.
+**Re-Blend** gives the hole fresh noise; swap its RandomNoise for *Inverse Noise Init* once InverFill weights exist."""
+
+
+def inpaint_graph() -> Graph:
+    """Few-step inpainting with only core nodes and ours (issue: no extra weights)."""
+    return Graph(
+        name="fewstep_inpaint_no_extra_weights",
+        title="Few-step inpaint, no extra weights",
+        note=INPAINT_NOTE,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "RandomNoise", (380, 400), {"noise_seed": 42}, size=(260, 80)),
+            Node(7, "FewStepReBlend", (660, 400), {"seed": 7}, {"noise": (6, 0), "mask": (2, 1)}, size=(260, 100)),
+            Node(8, "BasicGuider", (820, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", (820, 100), {"hole_init": "source"}, size=(260, 60)),
+            Node(10, "FewStepSchedule", (820, 200), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+                 {"model": (1, 0)}, size=(260, 130)),
+            Node(11, "SamplerCustomAdvanced", (1120, 0), links={
+                "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
+                size=(240, 110)),
+            Node(12, "VAEDecode", (1120, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(13, "FewStepExactComposite", (1120, 250), {"grow": 0, "feather": 4, "color_match": 1.0},
+                 {"original": (2, 0), "generated": (12, 0), "mask": (2, 1)}, size=(280, 170)),
+            Node(14, "SaveImage", (1440, 0), {"filename_prefix": "fewstep_inpaint"}, {"images": (13, 0)},
+                 size=(400, 450)),
+        ],
+    )
+
+
+GRAPHS = [inpaint_graph]
+
+
+def _widget_values(node: Node, info: dict) -> list:
+    values = []
+    for name, spec in input_specs(info).items():
+        if not is_widget(spec) or name in node.links:
+            continue
+        values.append(node.widgets[name])
+        if spec[1].get("control_after_generate"):
+            values.append("fixed")
+        if spec[1].get("image_upload"):
+            values.append("image")
+    return values
+
+
+def to_ui(graph: Graph, object_info: dict) -> dict:
+    """UI-format workflow (schema 0.4) for the frontend and the template browser."""
+    links, link_id = [], 0
+    outputs: dict[tuple[int, int], list[int]] = {}
+    inputs: dict[int, list] = {}
+    for node in graph.nodes:
+        info = object_info[node.type]
+        slots = []
+        for name, spec in input_specs(info).items():
+            if is_widget(spec) and name not in node.links:
+                continue
+            link = None
+            if name in node.links:
+                link_id += 1
+                src, slot = node.links[name]
+                src_type = object_info[_node(graph, src).type]["output"][slot]
+                links.append([link_id, src, slot, node.id, len(slots), src_type])
+                outputs.setdefault((src, slot), []).append(link_id)
+                link = link_id
+            slots.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO", "link": link})
+        inputs[node.id] = slots
+    order = {n.id: i for i, n in enumerate(graph.nodes)}
+    ui_nodes = []
+    for node in graph.nodes:
+        info = object_info[node.type]
+        ours = node.type.startswith("FewStep")
+        ui_nodes.append({
+            "id": node.id,
+            "type": node.type,
+            "pos": list(node.pos),
+            "size": list(node.size),
+            "flags": {},
+            "order": order[node.id],
+            "mode": 0,
+            "inputs": inputs[node.id],
+            "outputs": [
+                {"name": name, "type": kind, "links": outputs.get((node.id, i), []), "slot_index": i}
+                for i, (name, kind) in enumerate(zip(info["output_name"], info["output"]))
+            ],
+            **({"title": node.title} if node.title else {}),
+            "properties": {"Node name for S&R": node.type, "cnr_id": PACK_ID if ours else "comfy-core",
+                           "ver": _pack_version() if ours else CORE_VERSION},
+            "widgets_values": _widget_values(node, info),
+        })
+    if graph.note:
+        ui_nodes.append({"id": 100, "type": "MarkdownNote", "pos": [0, 540], "size": [640, 300], "flags": {},
+                         "order": len(graph.nodes), "mode": 0, "inputs": [], "outputs": [],
+                         "title": "How to use", "properties": {}, "widgets_values": [graph.note]})
+    return {
+        "id": f"fewstep-{graph.name}",
+        "revision": 0,
+        "last_node_id": max(n["id"] for n in ui_nodes),
+        "last_link_id": link_id,
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}, "fewstep_title": graph.title},
+        "version": 0.4,
+    }
+
+
+def to_api(graph: Graph, object_info: dict) -> dict:
+    """API-format prompt: what ``POST /prompt`` runs and the tests submit."""
+    api = {}
+    for node in graph.nodes:
+        info = object_info[node.type]
+        inputs = {name: node.widgets[name] for name, spec in input_specs(info).items()
+                  if is_widget(spec) and name not in node.links}
+        inputs.update({name: [str(src), slot] for name, (src, slot) in node.links.items()})
+        api[str(node.id)] = {"class_type": node.type, "inputs": inputs,
+                             "_meta": {"title": node.title or info.get("display_name") or node.type}}
+    return api
+
+
+def _node(graph: Graph, node_id: int) -> Node:
+    return next(n for n in graph.nodes if n.id == node_id)
+
+
+def _pack_version() -> str:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def dump(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def rendered_files() -> dict[Path, str]:
+    """Every example file this module produces, path → text."""
+    object_info = load_object_info(load_snapshot())
+    files = {}
+    for make in GRAPHS:
+        graph = make()
+        ui = dump(to_ui(graph, object_info))
+        files[UI_DIR / f"{graph.name}.json"] = ui
+        files[TEMPLATE_DIR / f"{graph.name}.json"] = ui
+        files[UI_DIR / f"{graph.name}.api.json"] = dump(to_api(graph, object_info))
+    return files
+
+
+def main() -> int:
+    files = rendered_files()
+    if "--write" not in sys.argv:
+        print("\n".join(str(p.relative_to(REPO)) for p in files))
+        return 0
+    for path, text in files.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

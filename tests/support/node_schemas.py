@@ -1,0 +1,62 @@
+"""Render the pack's node schemas as ``/object_info`` entries, and keep the snapshot in tests/data.
+
+    python -m tests.support.node_schemas --write    # after changing a node's schema
+
+The snapshot is what CI validates example workflows against; ``tests/test_real_host.py`` checks
+it against a live ComfyUI server, and ``tests/test_node_schemas.py`` against the node code.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+SNAPSHOT = Path(__file__).resolve().parent.parent / "data" / "node_schemas.json"
+HOST_KEYS = {"python_module"}  # depend on the install folder, not on the node
+
+
+def render(node_cls) -> dict:
+    """One node's ``/object_info`` entry, JSON-normalised, without install-dependent keys."""
+    schema = node_cls.GET_SCHEMA()
+    info = schema.get_v1_info(node_cls)
+    info = info if isinstance(info, dict) else _asdict(info)
+    return normalise(info)
+
+
+def normalise(info: dict) -> dict:
+    """JSON round trip (tuples → lists, key order irrelevant) minus host-dependent keys."""
+    data = json.loads(json.dumps(info, default=str))
+    return {k: v for k, v in data.items() if k not in HOST_KEYS and v is not None}
+
+
+def _asdict(info) -> dict:
+    from dataclasses import asdict
+
+    return asdict(info)
+
+
+def render_all(nodes: list) -> dict:
+    return {n.GET_SCHEMA().node_id: render(n) for n in nodes}
+
+
+def load_snapshot() -> dict:
+    return json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+
+
+def main() -> int:
+    from tests.conftest import load_pack  # sets up ComfyUI (COMFYUI_DIR) or the schema stand-in
+
+    load_pack()
+    from fewstep_pack.nodes.extension import NODES
+
+    data = render_all(NODES)
+    if "--write" in sys.argv:
+        SNAPSHOT.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {SNAPSHOT} ({len(data)} nodes)")
+    else:
+        print(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

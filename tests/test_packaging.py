@@ -1,0 +1,70 @@
+"""Packaging: registry metadata, requirements, entry point, and the CI/README test command."""
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_COMMAND = "python -m pytest"
+
+
+def pyproject():
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_required_top_level_entries_exist():
+    for name in ("__init__.py", "nodes", "trainers", "weights_manifest.json", "tests", "examples_workflows",
+                 "README.md", "core", "pyproject.toml", "requirements.txt", ".ci/run", "LICENSE"):
+        assert (REPO / name).exists(), name
+
+
+def test_registry_metadata():
+    data = pyproject()
+    project, comfy = data["project"], data["tool"]["comfy"]
+    assert re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,99}", project["name"]) and "comfyui" not in project["name"].lower()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert project["description"] and project["license"] == {"file": "LICENSE"}
+    assert project["urls"]["Repository"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] == "FewStep Fill & Edit"
+    assert comfy["requires-comfyui"].startswith(">=0.3.")
+
+
+def test_requirements_match_pyproject_and_never_pin_torch():
+    lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines == pyproject()["project"]["dependencies"]
+    for line in lines:
+        assert not re.match(r"(torch|torchvision|torchaudio|numpy)\b", line), f"{line}: ComfyUI provides it"
+
+
+def test_entry_point_is_v3_only():
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assigned = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    assert "comfy_entrypoint" in names
+    assert "NODE_CLASS_MAPPINGS" not in assigned, "V1 mappings would make ComfyUI ignore comfy_entrypoint"
+
+
+def test_version_is_consistent():
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    version = next(n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                   and any(getattr(t, "id", None) == "__version__" for t in n.targets))
+    assert version == pyproject()["project"]["version"]
+
+
+def test_ci_runs_the_readme_test_command_with_pinned_torch():
+    readme = (REPO / "README.md").read_text()
+    assert f"```bash\n{TEST_COMMAND}\n```" in readme
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert TEST_COMMAND in ci_lines
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "torch==2.14.1 torchvision==0.29.1" in ci and "python3 -m venv" in ci
+    assert "-r requirements.txt" in ci and "-r tests/requirements.txt" in ci
+
+
+def test_no_pickle_loading_anywhere():
+    shipped = [REPO / "__init__.py", *(p for d in ("core", "nodes", "trainers", "benchmarks")
+                                         for p in (REPO / d).rglob("*.py"))]
+    for path in shipped:
+        text = path.read_text()
+        assert "torch.load(" not in text and "pickle.load" not in text, path
