@@ -79,6 +79,7 @@ def encode_crop_box(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[i
 def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mask") -> torch.Tensor:
     """Resize a (B,1,H,W) mask to ``size_hw`` bilinearly (soft edges kept), validating the aspect ratio.
 
+    Constant masks (all 0, all 1, …) fit any size.
     A pixel mask for an image whose sides are not multiples of the latent factor is first cropped
     the way the VAE encoder crops the image, so the mask stays aligned with the latent.
     """
@@ -86,6 +87,10 @@ def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mas
     size_hw = (int(size_hw[0]), int(size_hw[1]))
     if src_hw == size_hw:
         return mask_b1hw
+    flat = mask_b1hw.flatten(1)
+    if bool((flat == flat[:, :1]).all()):
+        # A constant mask fits any size: e.g. Load Image's 64×64 zeros for a picture without alpha.
+        return flat[:, :1, None, None].expand(-1, 1, *size_hw).clone()
     box = encode_crop_box(src_hw, size_hw)
     if box is not None:
         top, left, h, w = box

@@ -68,15 +68,20 @@ def network_dtype(parameter_count: int, stored_dtype=None):
     return mm.unet_dtype(model_params=parameter_count, weight_dtype=stored_dtype)
 
 
-def wrap_network(module):
+def wrap_network(module, dtype=None):
     """A ModelPatcher so ComfyUI loads, offloads and frees the network like its own models.
 
-    Call ``comfy.model_management.load_models_gpu([patcher])`` before use, then ``patcher.model``.
+    The module is cast to ``dtype`` (default: what ComfyUI picks for its size and stored dtype)
+    and parked on the offload device. Call ``comfy.model_management.load_models_gpu([patcher])``
+    before use, then run ``patcher.model``.
     """
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    module.to(mm.unet_offload_device())
+    if dtype is None:
+        params = list(module.parameters())
+        dtype = network_dtype(sum(p.numel() for p in params), params[0].dtype if params else None)
+    module.to(device=mm.unet_offload_device(), dtype=dtype)
     return comfy.model_patcher.ModelPatcher(
         module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
     )

@@ -238,7 +238,10 @@ def test_model_folders_and_weight_loading(tmp_path, monkeypatch):
     patcher = paths.wrap_network(torch.nn.Linear(3, 3))
     comfy.model_management.load_models_gpu([patcher])
     assert patcher.model(torch.ones(1, 3)).shape == (1, 3)
-    assert paths.network_dtype(3) in (torch.float32, torch.float16, torch.bfloat16)
+    assert patcher.load_device == comfy.model_management.get_torch_device()
+    assert patcher.model.weight.dtype == paths.network_dtype(12, torch.float32)
+    half = paths.wrap_network(torch.nn.Linear(3, 3), dtype=torch.bfloat16)
+    assert half.model.weight.dtype == torch.bfloat16
 
 
 def test_exact_composite_node(sd15):

@@ -64,7 +64,7 @@ def test_fit_mask_crops_like_the_vae_encoder():
 
 def test_fit_mask_rejects_other_aspect_ratio():
     with pytest.raises(ValueError, match="mask: 64×32 does not match the 8×8"):
-        fit_mask(torch.zeros(1, 1, 32, 64), (8, 8))
+        fit_mask(torch.rand(1, 1, 32, 64), (8, 8))
 
 
 def test_fit_mask_accepts_same_aspect_other_resolution():
@@ -106,3 +106,9 @@ def test_border_band_is_outside_hole():
     assert not band[hole > 0].any()
     assert not band[0, 0, 10:22, 10:22][2:10, 2:10].any()
     assert band[0, 0, 9, 16] and not band[0, 0, 11, 16]
+
+
+def test_constant_masks_fit_any_size():
+    """Load Image gives a 64×64 zero mask for pictures without alpha, whatever their size."""
+    assert torch.equal(fit_mask(torch.zeros(2, 1, 64, 64), (48, 80)), torch.zeros(2, 1, 48, 80))
+    assert torch.equal(fit_mask(torch.ones(1, 1, 64, 64), (8, 30)), torch.ones(1, 1, 8, 30))

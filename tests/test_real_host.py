@@ -120,6 +120,17 @@ def test_empty_mask_returns_the_input_unchanged(server):
     assert np.array_equal(output_rgb(server, entry), rgb)
 
 
+def test_picture_without_alpha_returns_the_input_unchanged(server):
+    """Load Image gives a 64×64 zero MASK for an RGB picture: nothing to inpaint, nothing changes."""
+    from PIL import Image
+
+    rgb = rgba_input(server, "rgba.png", hole_alpha("none"))
+    Image.fromarray(rgb, "RGB").save(server.input_dir / "rgb.png")
+    entry = server.run(example_prompt("rgb.png"))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert np.array_equal(output_rgb(server, entry), rgb)
+
+
 def test_full_mask_regenerates_everything(server):
     rgb = rgba_input(server, "full.png", hole_alpha("full"))
     entry = server.run(example_prompt("full.png", {("13", "color_match"): 0.0}))
@@ -152,8 +163,10 @@ def test_bad_input_gives_a_named_error_and_the_server_survives(server):
     assert entry["status"]["status_str"] == "error"
     assert "timesteps: '999, oops' is not a comma-separated list of integers" in error_message(entry)
     prompt = example_prompt("bad2.png")
-    prompt["15"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 200}}
-    prompt["13"]["inputs"]["mask"] = ["15", 0]
+    prompt["15"] = {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact",
+                                                            "width": 64, "height": 200, "crop": "disabled"}}
+    prompt["16"] = {"class_type": "ImageToMask", "inputs": {"image": ["15", 0], "channel": "red"}}
+    prompt["13"]["inputs"]["mask"] = ["16", 0]
     entry = server.run(prompt)
     assert entry["status"]["status_str"] == "error"
     assert "mask: 64×200 does not match the 203×150 target's aspect ratio" in error_message(entry)
