@@ -9,7 +9,7 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import trange
 
-from .blend import blend_known, is_empty_mask
+from .blend import blend_known, is_empty_mask, reblend_noise
 
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Renoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,6 +36,14 @@ def seeded_noise_sampler(x: torch.Tensor, seed: Optional[int], *, offset: int = 
     return sample
 
 
+def start_noise(x: torch.Tensor, start: torch.Tensor, sigma0: float, max_denoise: bool) -> torch.Tensor:
+    """The unit-variance noise of a sampler's start latent: VP x_T = x/√(1+σ0²) at the schedule's top
+    (with an InverFill start this is exactly ẑ_T^blend), else (x − start)/σ0."""
+    if max_denoise:
+        return x / (1.0 + sigma0 * sigma0) ** 0.5
+    return (x - start) / sigma0
+
+
 @torch.no_grad()
 def sample_fewstep_blended(
     model,
@@ -50,6 +58,7 @@ def sample_fewstep_blended(
     noise_sampler: Optional[NoiseSampler] = None,
     renoise: Renoise = ve_renoise,
     mask_fn: Optional[MaskFn] = None,
+    known_noise: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Blended few-step sampling for x0-predicting distilled models (InverFill Sec. 3.3; BLD at x̂0).
 
@@ -57,6 +66,8 @@ def sample_fewstep_blended(
     With σ_N = 0 the result is the last blended x̂0, and the known region (m = 0) is pasted from
     ``source`` exactly. ``mask_fn(σ·1_B, mask, sigmas)`` may reshape the mask per step (e.g. ComfyUI's
     Differential Diffusion); an empty mask returns ``source`` without calling the model.
+    ``known_noise`` (unit variance) re-noises the known region every step instead of fresh noise,
+    as InverFill does with its inverted noise ẑ_T (Sec. 3.3); the hole always gets fresh noise.
     """
     extra_args = {} if extra_args is None else extra_args
     if mask is not None:
@@ -76,7 +87,10 @@ def sample_fewstep_blended(
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         x = denoised
         if sigmas[i + 1] > 0:
-            x = renoise(sigmas[i + 1], noise_sampler(sigmas[i], sigmas[i + 1]), denoised)
+            eps = noise_sampler(sigmas[i], sigmas[i + 1])
+            if known_noise is not None and mask is not None:
+                eps = reblend_noise(known_noise.to(eps), eps, mask)
+            x = renoise(sigmas[i + 1], eps, denoised)
     if mask is not None and len(sigmas) > 1 and float(sigmas[-1]) == 0.0:
         x = torch.where(mask == 0, source.to(x.dtype), x)
     return x

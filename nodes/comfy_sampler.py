@@ -6,9 +6,10 @@ import torch
 
 from ..core.blend import clear_hole
 from ..core.masks import check_finite
-from ..core.samplers import sample_fewstep_blended
+from ..core.samplers import sample_fewstep_blended, start_noise
 
 HOLE_INITS = ("source", "noise")
+KNOWN_NOISES = ("fresh", "start")
 
 
 def mask_function(model_wrap, model_options: dict):
@@ -22,10 +23,12 @@ def mask_function(model_wrap, model_options: dict):
 class FewStepBlendedKSampler(comfy.samplers.Sampler):
     """Owns the inpaint blend: consumes ``denoise_mask`` itself so KSamplerX0Inpaint never blends too."""
 
-    def __init__(self, hole_init: str = "source"):
+    def __init__(self, hole_init: str = "source", known_noise: str = "fresh"):
         if hole_init not in HOLE_INITS:
             raise ValueError(f"hole_init: {hole_init!r} is not one of {HOLE_INITS}")
-        self.hole_init = hole_init
+        if known_noise not in KNOWN_NOISES:
+            raise ValueError(f"known_noise: {known_noise!r} is not one of {KNOWN_NOISES}")
+        self.hole_init, self.known_noise = hole_init, known_noise
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
                denoise_mask=None, disable_pbar=False):
@@ -38,7 +41,11 @@ class FewStepBlendedKSampler(comfy.samplers.Sampler):
         start = source
         if denoise_mask is not None and self.hole_init == "noise":
             start = clear_hole(source, denoise_mask)
-        x = sampling.noise_scaling(sigmas[0], noise, start, self.max_denoise(model_wrap, sigmas))
+        max_denoise = self.max_denoise(model_wrap, sigmas)
+        x = sampling.noise_scaling(sigmas[0], noise, start, max_denoise)
+        known = None
+        if self.known_noise == "start" and denoise_mask is not None and len(sigmas) > 1:
+            known = start_noise(x, start, float(sigmas[0]), max_denoise)
         k_callback = None
         if callback is not None:
             total = len(sigmas) - 1
@@ -49,6 +56,7 @@ class FewStepBlendedKSampler(comfy.samplers.Sampler):
             mask=denoise_mask,
             renoise=lambda sigma, eps, x0: sampling.noise_scaling(sigma, eps, x0),
             mask_fn=mask_function(model_wrap, extra_args.get("model_options", {})),
+            known_noise=known,
         )
         return sampling.inverse_noise_scaling(sigmas[-1], samples)
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from ._api import ComfyExtension
 from .composite import ExactComposite
+from .inverfill import InverFillLoader, InverseNoiseInit
 from .noise import ReBlend
 from .paths import register_model_folders
 from .sampler import FewStepBlendedSampler
 from .schedule import FewStepSchedule
 
-NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite]
+NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, InverFillLoader, InverseNoiseInit]
 
 
 class FewStepExtension(ComfyExtension):

@@ -24,15 +24,27 @@ class ReBlendNoise:
         self.seed = getattr(inner, "seed", hole_seed)
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
+        if hasattr(self.inner, "raw_noise") and hasattr(self.inner, "to_sampler_noise"):
+            # an exact-start NOISE (Inverse Noise Init): blend its start noise, then let it compensate
+            return self.inner.to_sampler_noise(self.raw_noise(input_latent), input_latent)
+        return self.raw_noise(input_latent)
+
+    def raw_noise(self, input_latent: dict) -> torch.Tensor:
         import comfy.sample
 
-        kept = self.inner.generate_noise(input_latent)
+        inner = self.inner
+        kept = inner.raw_noise(input_latent) if hasattr(inner, "raw_noise") else inner.generate_noise(input_latent)
         if kept.ndim != 4:
             raise ValueError(f"Re-Blend noise: supports image latents (B,C,H,W), got shape {tuple(kept.shape)}")
         check_finite(kept, "Re-Blend noise")
         fresh = comfy.sample.prepare_noise(kept, self.hole_seed, input_latent.get("batch_index"))
         mask = mask_for_latent(self.mask, kept.shape, "Re-Blend mask")
         return reblend_noise(kept, fresh, mask)
+
+    def to_sampler_noise(self, vp_start: torch.Tensor, input_latent: dict) -> torch.Tensor:
+        if hasattr(self.inner, "to_sampler_noise"):
+            return self.inner.to_sampler_noise(vp_start, input_latent)
+        return vp_start
 
 
 class ReBlend(io.ComfyNode):
@@ -44,7 +56,7 @@ class ReBlend(io.ComfyNode):
             category=CATEGORY_INPAINT,
             description=(
                 "InverFill Re-Blend: the hole (mask = 1) gets fresh Gaussian noise, the known region keeps the "
-                "wrapped noise (RandomNoise today, Inverse Noise Init later). Soft mask edges keep unit variance."
+                "wrapped noise (RandomNoise, or Inverse Noise Init whose exact start it keeps). Soft mask edges keep unit variance."
             ),
             inputs=[
                 io.Noise.Input("noise", tooltip="The NOISE kept outside the hole, e.g. RandomNoise."),

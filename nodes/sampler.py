@@ -4,6 +4,7 @@ from __future__ import annotations
 from ._api import CATEGORY_SAMPLING, io
 
 HOLE_INIT_OPTIONS = ["source", "noise"]
+KNOWN_NOISE_OPTIONS = ["fresh", "start"]
 
 
 class FewStepBlendedSampler(io.ComfyNode):
@@ -26,12 +27,19 @@ class FewStepBlendedSampler(io.ComfyNode):
                         "noise: the hole starts from pure noise (better for removing objects)."
                     ),
                 ),
+                io.Combo.Input(
+                    "known_noise", options=KNOWN_NOISE_OPTIONS, default="fresh", optional=True,
+                    tooltip=(
+                        "Noise used to re-noise the unmasked region between steps. fresh: new noise each step. "
+                        "start: the start noise every step, as InverFill does with Inverse Noise Init."
+                    ),
+                ),
             ],
             outputs=[io.Sampler.Output(tooltip="SAMPLER for SamplerCustomAdvanced; give the LATENT a noise_mask.")],
         )
 
     @classmethod
-    def execute(cls, hole_init: str = "source") -> io.NodeOutput:
+    def execute(cls, hole_init: str = "source", known_noise: str = "fresh") -> io.NodeOutput:
         from .comfy_sampler import FewStepBlendedKSampler
 
-        return io.NodeOutput(FewStepBlendedKSampler(hole_init))
+        return io.NodeOutput(FewStepBlendedKSampler(hole_init, known_noise))

@@ -70,3 +70,45 @@ def pack_nodes(pack):
     import importlib
 
     return importlib.import_module(f"{PACK_NAME}.nodes.extension")
+
+
+# ---------------------------------------------------------------- trainer fixtures (tiny bases, runs)
+TRAINER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_module(module: str, args: list[str], *, launcher: list[str] | None = None, timeout: int = 900,
+               threads: int = 2, check: bool = True):
+    """Run ``python -m module args`` (or through ``launcher``) from the repo root; returns CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, **TRAINER_ENV, "OMP_NUM_THREADS": str(threads)}
+    cmd = (launcher or [sys.executable, "-m"]) + [module, *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tmp_path_factory):
+    """Two random diffusers bases: 'custom' (~0.5 M UNet, fast) and 'sd15' (SD1.5 shapes, ComfyUI loads it)."""
+    from .support.tiny_base import build_tiny_base
+
+    root = tmp_path_factory.mktemp("bases")
+    return {"custom": build_tiny_base(root / "custom"), "sd15": build_tiny_base(root / "sd15", sd15_shapes=True)}
+
+
+@pytest.fixture(scope="session")
+def tiny_inverfill_run(tiny_bases, tmp_path_factory):
+    """The documented tiny InverFill run (trainers/configs/inverfill_tiny.yaml) on the SD1.5-shaped base."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("inverfill_tiny")
+    manifest = out / "weights_manifest.json"
+    shutil.copy(REPO / "weights_manifest.json", manifest)
+    proc = run_module("trainers.inverfill", ["--config", "trainers/configs/inverfill_tiny.yaml",
+                                             f"--base_model={tiny_bases['sd15']}", f"--output_dir={out}",
+                                             f"--manifest={manifest}"])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"dir": out, "summary": summary, "manifest": manifest, "weights": out / "inverfill_tiny.safetensors"}

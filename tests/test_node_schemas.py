@@ -3,7 +3,7 @@ import pytest
 
 from .support.node_schemas import load_snapshot, render_all
 
-CARD_NAMES = {"FewStepReBlend": "Re-Blend"}
+CARD_NAMES = {"FewStepReBlend": "Re-Blend", "FewStepInverseNoiseInit": "Inverse Noise Init"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_widget_defaults_lie_within_bounds(infos):
             for name, (kind, opt) in info["input"].get(group, {}).items():
                 if kind in ("INT", "FLOAT"):
                     assert opt["min"] <= opt["default"] <= opt["max"], f"{node_id}.{name}"
-                if kind == "COMBO":
+                if kind == "COMBO" and "default" in opt:
                     assert opt["default"] in opt["options"], f"{node_id}.{name}"
 
 
@@ -54,5 +54,6 @@ def test_snapshot_matches_the_node_code(infos):
 
 def test_node_ids_are_never_removed():
     """Workflows reference node ids: a released id must stay (deprecate instead)."""
-    released = {"FewStepSchedule", "FewStepReBlend", "FewStepBlendedSampler", "FewStepExactComposite"}
+    released = {"FewStepSchedule", "FewStepReBlend", "FewStepBlendedSampler", "FewStepExactComposite",
+                "FewStepInverFillLoader", "FewStepInverseNoiseInit"}
     assert released <= set(load_snapshot())

@@ -50,8 +50,8 @@ def hole_alpha(kind: str) -> np.ndarray:
     return alpha
 
 
-def example_prompt(image: str, widgets: dict | None = None) -> dict:
-    prompt = json.loads((REPO / "examples_workflows" / f"{EXAMPLE}.api.json").read_text())
+def example_prompt(image: str, widgets: dict | None = None, example: str = EXAMPLE) -> dict:
+    prompt = json.loads((REPO / "examples_workflows" / f"{example}.api.json").read_text())
     prompt["1"]["inputs"]["ckpt_name"] = CHECKPOINT
     prompt["2"]["inputs"]["image"] = image
     for (node, name), value in (widgets or {}).items():
@@ -83,7 +83,7 @@ def test_live_schemas_match_the_snapshot_and_the_stand_in(server):
 
 def test_example_workflow_is_in_the_template_browser(server):
     templates = server.get_json("/api/workflow_templates")
-    assert EXAMPLE in templates.get(PACK_FOLDER, [])
+    assert {EXAMPLE, "inverfill_inpaint"} <= set(templates.get(PACK_FOLDER, []))
     served = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{EXAMPLE}.json")
     assert served == json.loads((REPO / "example_workflows" / f"{EXAMPLE}.json").read_text())
 
@@ -173,3 +173,32 @@ def test_bad_input_gives_a_named_error_and_the_server_survives(server):
     assert server.alive()
     ok = server.run(example_prompt("bad2.png", {("6", "noise_seed"): 3}))
     assert ok["status"]["status_str"] == "success", error_message(ok)
+
+
+def test_inverfill_example_runs_with_a_trained_tiny_network(server, tiny_inverfill_run):
+    """The InverFill workflow with the network the documented tiny trainer run produced, loaded as is."""
+    import shutil
+
+    folder = server.base / "models" / "extra_inverfill"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_inverfill_run["weights"], folder / "tiny_inverfill.safetensors")
+    assert "tiny_inverfill.safetensors" in server.get_json("/models/fewstep_inverfill")
+    alpha = hole_alpha("box")
+    rgb = rgba_input(server, "inverfill.png", alpha)
+    prompt = example_prompt("inverfill.png", {("6", "network_name"): "tiny_inverfill.safetensors"},
+                            example="inverfill_inpaint")
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    out = output_rgb(server, entry)
+    assert out.shape == rgb.shape
+    assert np.array_equal(out[alpha == 255], rgb[alpha == 255])
+    assert not np.array_equal(out[alpha == 0], rgb[alpha == 0])
+
+
+def test_inverfill_loader_error_reaches_the_user(server):
+    rgba_input(server, "inverfill2.png", hole_alpha("box"))
+    prompt = example_prompt("inverfill2.png", {("6", "network_name"): "nope.safetensors"}, example="inverfill_inpaint")
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    assert "nope.safetensors' was not found in" in error_message(entry)
+    assert server.alive()

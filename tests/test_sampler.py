@@ -160,3 +160,15 @@ def test_pipeline_image_to_composite_keeps_unmasked_pixels(setup):
     keep = (setup["pixel_mask"] == 0)
     assert torch.equal(composite[keep], setup["image"][keep])
     assert not torch.equal(composite[~keep], setup["image"][~keep])
+
+
+def test_known_noise_reuses_the_given_noise_in_the_known_region(setup):
+    """InverFill re-noises the background with its inverted noise; the hole keeps fresh noise."""
+    mask = mask_for_latent(setup["pixel_mask"], setup["source"].shape)
+    known = torch.randn(setup["source"].shape, generator=torch.Generator().manual_seed(9))
+    _, model, sigmas = run(setup, mask, known_noise=known)
+    keep, hole = (mask == 0).expand_as(known), (mask == 1).expand_as(known)
+    for i in (1, 2, 3):
+        eps = (model.inputs[i] - setup["source"]) / sigmas[i]
+        torch.testing.assert_close(eps[keep], known[keep], atol=1e-4, rtol=1e-4)
+        assert abs(float(torch.corrcoef(torch.stack([eps[hole], known[hole]]))[0, 1])) < 0.2

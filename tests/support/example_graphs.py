@@ -71,7 +71,8 @@ def inpaint_graph() -> Graph:
             Node(6, "RandomNoise", (380, 400), {"noise_seed": 42}, size=(260, 80)),
             Node(7, "FewStepReBlend", (660, 400), {"seed": 7}, {"noise": (6, 0), "mask": (2, 1)}, size=(260, 100)),
             Node(8, "BasicGuider", (820, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", (820, 100), {"hole_init": "source"}, size=(260, 60)),
+            Node(9, "FewStepBlendedSampler", (820, 100), {"hole_init": "source", "known_noise": "fresh"},
+                 size=(260, 90)),
             Node(10, "FewStepSchedule", (820, 200), {"steps": 4, "spacing": "trailing", "timesteps": ""},
                  {"model": (1, 0)}, size=(260, 130)),
             Node(11, "SamplerCustomAdvanced", (1120, 0), links={
@@ -86,7 +87,53 @@ def inpaint_graph() -> Graph:
     )
 
 
-GRAPHS = [inpaint_graph]
+INVERFILL_NOTE = """## InverFill inpaint
+
+Needs an InverFill network for your checkpoint in `models/fewstep/inverfill/`, made with
+`python -m trainers.inverfill --config trainers/configs/inverfill_sdxl_turbo.yaml --base_model=<your model>`.
+
+**Inverse Noise Init** runs the network once on the image with its hole blacked out and gives a start
+noise aligned with the picture; the hole gets fresh noise (Re-Blend). The sampler starts exactly there.
+**FewStep Blended Sampler** with `known_noise = start` re-noises the background with that inverted noise
+between steps, as the paper does. Paint the mask in *Load Image* (right-click → Open in MaskEditor)."""
+
+
+def inverfill_graph() -> Graph:
+    """InverFill: Inverse Noise Init → blended few-step sampling → exact composite."""
+    return Graph(
+        name="inverfill_inpaint",
+        title="InverFill inpaint",
+        note=INVERFILL_NOTE,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "FewStepInverFillLoader", (380, 400), {"network_name": "inverfill_sdxl_turbo.safetensors"},
+                 {"model": (1, 0)}, size=(320, 80)),
+            Node(7, "FewStepInverseNoiseInit", (720, 300), {"seed": 7},
+                 {"model": (1, 0), "inverfill": (6, 0), "positive": (3, 0), "mask": (2, 1), "image": (2, 0),
+                  "vae": (1, 2)}, size=(300, 230)),
+            Node(8, "BasicGuider", (820, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", (820, 100), {"hole_init": "source", "known_noise": "start"},
+                 size=(260, 90)),
+            Node(10, "FewStepSchedule", (1060, 300), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+                 {"model": (1, 0)}, size=(260, 130)),
+            Node(11, "SamplerCustomAdvanced", (1120, 0), links={
+                "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
+                size=(240, 110)),
+            Node(12, "VAEDecode", (1120, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(13, "FewStepExactComposite", (1380, 160), {"grow": 0, "feather": 4, "color_match": 1.0},
+                 {"original": (2, 0), "generated": (12, 0), "mask": (2, 1)}, size=(280, 170)),
+            Node(14, "SaveImage", (1700, 0), {"filename_prefix": "inverfill_inpaint"}, {"images": (13, 0)},
+                 size=(400, 450)),
+        ],
+    )
+
+
+GRAPHS = [inpaint_graph, inverfill_graph]
 
 
 def _widget_values(node: Node, info: dict) -> list:

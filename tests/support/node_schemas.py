@@ -24,8 +24,16 @@ def render(node_cls) -> dict:
 
 
 def normalise(info: dict) -> dict:
-    """JSON round trip (tuples → lists, key order irrelevant) minus host-dependent keys."""
+    """JSON round trip (tuples → lists, key order irrelevant) minus host-dependent parts.
+
+    The options of file-list Combos (inputs named ``*_name``, e.g. ``network_name``) depend on the
+    files on disk, so they are emptied.
+    """
     data = json.loads(json.dumps(info, default=str))
+    for group in data.get("input", {}).values():
+        for name, spec in group.items():
+            if name.endswith("_name") and isinstance(spec, list) and len(spec) > 1 and "options" in spec[1]:
+                spec[1]["options"] = []
     return {k: v for k, v in data.items() if k not in HOST_KEYS and v is not None}
 
 

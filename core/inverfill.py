@@ -1,0 +1,85 @@
+"""InverFill (Vu et al., CVPR 2026) in latent space: inversion pass, one-step generator, losses, exact start.
+
+Conventions (methods.md §1): latents are in model space (VAE latent × scale); noises are VP-unit
+(x_T = ε at t = 999). ``eps_fn(x, t, **cond)`` is any ε-prediction UNet forward: the trainer
+passes a diffusers UNet, the ComfyUI node ComfyUI's own; the maths here is shared by both.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .blend import reblend_noise
+
+INVERSION_TIMESTEP = 500
+GENERATOR_TIMESTEP = 999
+EpsFn = Callable[..., torch.Tensor]
+
+
+def timesteps_like(x: torch.Tensor, t: int) -> torch.Tensor:
+    """A (B,) timestep tensor on x's device."""
+    return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+
+
+def invert(eps_fn: EpsFn, masked_latent: torch.Tensor, **cond) -> torch.Tensor:
+    """F_θ(z0^m, t=500, c) → ẑ_T: the start noise aligned with the masked image (InverFill Sec. 3.1)."""
+    return eps_fn(masked_latent, timesteps_like(masked_latent, INVERSION_TIMESTEP), **cond)
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_cumprod_t: float) -> torch.Tensor:
+    """x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t (Ho et al. 2020, Eq. 15; DMD2 ``get_x0_from_noise``)."""
+    return (x_t - math.sqrt(1.0 - alpha_cumprod_t) * eps) / math.sqrt(alpha_cumprod_t)
+
+
+def one_step_generate(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, **cond) -> torch.Tensor:
+    """The one-step generator G: x̂0 from VP noise x_T in a single UNet pass at t = 999."""
+    eps = eps_fn(x_T, timesteps_like(x_T, GENERATOR_TIMESTEP), **cond)
+    return x0_from_eps(x_T, eps, float(alphas_cumprod[GENERATOR_TIMESTEP]))
+
+
+def black_out(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The masked image F sees: pixels in [0, 1] times (1 − m), i.e. the hole is black (InverFill Sec. 3.1)."""
+    return image * (1.0 - mask)
+
+
+def known_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the known region (m = 0, soft weights 1 − m) of latents (B,C,h,w)."""
+    keep = (1.0 - mask).expand_as(pred)
+    return ((pred - target) ** 2 * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+def moment_loss(z: torch.Tensor) -> torch.Tensor:
+    """InverFill Eq. 9: |mean(z)| + |√mean(z²) − 1| per sample, averaged over the batch."""
+    flat = z.flatten(1)
+    mean = flat.mean(1)
+    rms = flat.pow(2).mean(1).clamp_min(1e-12).sqrt()
+    return (mean.abs() + (rms - 1.0).abs()).mean()
+
+
+def blended_start(inverted: torch.Tensor, fresh: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """ẑ_T^blend = m⊙ε′ + (1−m)⊙ẑ_T with unit-variance soft edges (Re-Blend, InverFill Sec. 3.2)."""
+    return reblend_noise(inverted, fresh, mask)
+
+
+def sampler_noise_for_start(vp_start: torch.Tensor, latent: torch.Tensor, sigma0: float,
+                            max_denoise: bool) -> torch.Tensor:
+    """The NOISE a k-diffusion sampler must receive so that its start latent is exactly ``vp_start``.
+
+    ComfyUI starts from x = n·√(1+σ0²) + z (σ0 at the schedule's top, "max denoise") or
+    x = n·σ0 + z, with z the sampler's latent. InverFill wants x = ẑ·√(1+σ0²) (VP x_T = ẑ), so
+    n = ẑ − z/√(1+σ0²), or n = (ẑ·√(1+σ0²) − z)/σ0.
+    """
+    scale = math.sqrt(1.0 + sigma0 * sigma0)
+    if max_denoise:
+        return vp_start - latent / scale
+    return (vp_start * scale - latent) / sigma0
+
+
+def vp_start_from_sampler_noise(noise: torch.Tensor, latent: torch.Tensor, sigma0: float,
+                                max_denoise: bool) -> torch.Tensor:
+    """Inverse of :func:`sampler_noise_for_start`: the VP start a sampler builds from ``noise``."""
+    scale = math.sqrt(1.0 + sigma0 * sigma0)
+    x = noise * (scale if max_denoise else sigma0) + latent
+    return x / scale

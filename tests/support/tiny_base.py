@@ -1,0 +1,94 @@
+"""A tiny random base model saved as a local diffusers folder, for trainer tests (no downloads)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes (GPT-2 / CLIP convention)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    symbols, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            symbols[b] = chr(b)
+        else:
+            symbols[b] = chr(256 + extra)
+            extra += 1
+    return [symbols[b] for b in range(256)]
+
+
+def tiny_tokenizer(max_length: int = 16):
+    """A byte-level CLIP tokenizer built in memory (every character is a token; no merges)."""
+    from transformers import CLIPTokenizer
+
+    chars = byte_symbols()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = CLIPTokenizer(vocab=vocab, merges=[])
+    tok.model_max_length = max_length
+    return tok
+
+
+def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = False, max_length: int = 16) -> Path:
+    """Save unet/, vae/, text_encoder/, tokenizer/, scheduler/ under ``folder`` and return it.
+
+    ``sd15_shapes`` gives the UNet SD1.5's detection shapes (model_channels 320, context 768, one
+    level) so ComfyUI accepts networks trained from it; otherwise everything is ~0.5 M parameters.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    ctx = 768 if sd15_shapes else 32
+    if sd15_shapes:
+        unet = UNet2DConditionModel(sample_size=8, block_out_channels=(320,), layers_per_block=1,
+                                    down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
+                                    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
+    else:
+        unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                    cross_attention_dim=ctx, attention_head_dim=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8, layers_per_block=1,
+                        block_out_channels=(8, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=ctx, intermediate_size=2 * ctx, num_hidden_layers=1,
+                                        num_attention_heads=4, vocab_size=514, max_position_embeddings=max_length,
+                                        bos_token_id=512, eos_token_id=513, pad_token_id=513))
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    text.save_pretrained(folder / "text_encoder")
+    tiny_tokenizer(max_length).save_pretrained(folder / "tokenizer")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
+        "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+        "timestep_spacing": "trailing", "steps_offset": 1}))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}))
+    return folder
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Save a tiny random diffusers base model (for the tiny trainer configs).")
+    parser.add_argument("folder")
+    parser.add_argument("--sd15-shapes", action="store_true", help="SD1.5 detection shapes (ComfyUI loads it)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(build_tiny_base(args.folder, seed=args.seed, sd15_shapes=args.sd15_shapes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""InverFill nodes against real ComfyUI objects (COMFYUI_DIR importable; skipped otherwise)."""
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import PACK_NAME, REAL_COMFYUI
+
+pytestmark = pytest.mark.skipif(not REAL_COMFYUI, reason="needs COMFYUI_DIR importable in this interpreter")
+
+
+def pack_module(name: str):
+    return importlib.import_module(f"{PACK_NAME}.{name}")
+
+
+@pytest.fixture(scope="module")
+def sd15(pack):
+    import comfy.sd
+
+    from .support.comfy_server import tiny_checkpoint
+
+    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
+    conds = clip.encode_from_tokens_scheduled(clip.tokenize("a bench"))
+    return model, clip, vae, conds
+
+
+@pytest.fixture(scope="module")
+def inverfill_dir(tiny_inverfill_run, tmp_path_factory):
+    """A registered models/fewstep/inverfill folder holding the tiny run's output and variants of it."""
+    import folder_paths
+
+    weights = pack_module("core.weights")
+    folder = tmp_path_factory.mktemp("inverfill_models")
+    pack_module("nodes.paths").register_model_folders()
+    folder_paths.add_model_folder_path("fewstep_inverfill", str(folder))
+    sd, meta = weights.load_weights(tiny_inverfill_run["weights"])
+    weights.save_weights(folder / "tiny_latent.safetensors", sd, meta)
+    weights.save_weights(folder / "tiny_pixel.safetensors", sd, {**meta, "masking": "pixel"})
+    weights.save_weights(folder / "tiny_sdxl.safetensors", sd, {**meta, "base_family": "sdxl"})
+    small = {k: v for k, v in sd.items() if not k.startswith("mid_block")}
+    weights.save_weights(folder / "tiny_broken.safetensors", small, meta)
+    data = (folder / "tiny_latent.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    (folder / "pickle.safetensors").write_bytes(b"\x80\x04\x95 not safetensors at all" * 10)
+    return folder
+
+
+def load(model, name):
+    return pack_module("nodes.inverfill").InverFillLoader.execute(model=model, network_name=name).result[0]
+
+
+def scene(batch=1):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(batch, 4, 16, 16, generator=g)
+    mask = torch.zeros(batch, 128, 128)
+    mask[:, 32:96, 40:104] = 1
+    return z, mask
+
+
+def test_loader_builds_the_network_and_matches_the_trained_unet(sd15, inverfill_dir, tiny_inverfill_run):
+    """ComfyUI's copy of F computes what the trainer's diffusers UNet computes (key map and timestep)."""
+    from diffusers import UNet2DConditionModel
+
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    assert net.family == "sd15" and net.masking == "latent"
+    sd, _ = pack_module("core.weights").load_weights(tiny_inverfill_run["weights"])
+    reference = UNet2DConditionModel.from_config(pack_module("core.weights").read_metadata(
+        tiny_inverfill_run["weights"])["unet_config"])
+    reference.load_state_dict(sd)
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    context = conds[0][0]
+    with torch.no_grad():
+        expected = reference(x, torch.tensor([500]), encoder_hidden_states=context).sample
+    torch.testing.assert_close(net(x, context, None), expected, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("tiny_sdxl.safetensors", "trained for a sdxl base but the MODEL is sd15"),
+    ("tiny_broken.safetensors", "does not match the MODEL's UNet"),
+    ("truncated.safetensors", "truncated"),
+    ("pickle.safetensors", "not a safetensors file"),
+    ("absent.safetensors", "absent.safetensors' was not found in"),
+])
+def test_loader_refuses_bad_networks_with_clear_errors(sd15, inverfill_dir, name, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load(sd15[0], name)
+
+
+def first_start(model, conds, noise, latent, sampler, sigmas):
+    """The sampler's start latent x (model space, VE) via its step-0 callback."""
+    import comfy.samplers
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(conds, conds)
+    guider.set_cfg(1.0)
+    seen = {}
+
+    def callback(step, x0, x, total):
+        seen.setdefault(step, x.detach().cpu().clone())
+
+    guider.sample(noise.generate_noise(latent), latent["samples"], sampler, sigmas,
+                  denoise_mask=latent.get("noise_mask"), callback=callback, seed=noise.seed)
+    return seen[0]
+
+
+def expected_start(model, net, conds, z, mask, seed):
+    """m⊙ε′ + (1−m)⊙ẑ_T computed independently: the network on (1−m)⊙z_in, ε′ = prepare_noise(seed)."""
+    import comfy.sample
+
+    core_blend = pack_module("core.blend")
+    z_in = model.model.process_latent_in(z)
+    m = torch.nn.functional.interpolate(mask[:, None], size=z.shape[-2:], mode="bilinear")
+    inverted = net(z_in * (1 - m), conds[0][0].expand(z.shape[0], -1, -1), None)
+    return core_blend.reblend_noise(inverted, comfy.sample.prepare_noise(z, seed).float(), m), m
+
+
+@pytest.mark.parametrize("sampler_kind", ["fewstep", "core_lcm"])
+def test_sampler_starts_exactly_at_the_reblended_inverted_noise(sd15, inverfill_dir, sampler_kind):
+    import comfy.samplers
+
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    z, mask = scene()
+    noise = pack_module("nodes.inverfill").InverseNoiseInit.execute(
+        model=model, inverfill=net, positive=conds, mask=mask, seed=7).result[0]
+    (sigmas,) = pack_module("nodes.schedule").FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
+    sampler = (pack_module("nodes.sampler").FewStepBlendedSampler.execute(known_noise="start").result[0]
+               if sampler_kind == "fewstep" else comfy.samplers.sampler_object("lcm"))
+    x = first_start(model, conds, noise, {"samples": z, "noise_mask": mask}, sampler, sigmas)
+    target, _ = expected_start(model, net, conds, z, mask, 7)
+    torch.testing.assert_close(x / math.sqrt(1 + float(sigmas[0]) ** 2), target, atol=1e-4, rtol=1e-4)
+
+
+def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, inverfill_dir):
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    z, mask = scene()
+    (sigmas,) = pack_module("nodes.schedule").FewStepSchedule.execute(
+        model=model, steps=2, spacing="trailing", timesteps="749, 249").result
+    inverse = pack_module("nodes.inverfill").InverseNoiseInit.execute(
+        model=model, inverfill=net, positive=conds, mask=mask, seed=7, sigmas=sigmas).result[0]
+    second = torch.zeros_like(mask)
+    second[:, 0:32, 0:32] = 1
+    wrapped = pack_module("nodes.noise").ReBlend.execute(noise=inverse, mask=second, seed=11).result[0]
+    sampler = pack_module("nodes.sampler").FewStepBlendedSampler.execute().result[0]
+    x = first_start(model, conds, wrapped, {"samples": z, "noise_mask": mask}, sampler, sigmas)
+    import comfy.sample
+
+    target, _ = expected_start(model, net, conds, z, mask, 7)
+    m2 = torch.nn.functional.interpolate(second[:, None], size=(16, 16), mode="bilinear")
+    target = pack_module("core.blend").reblend_noise(target, comfy.sample.prepare_noise(z, 11).float(), m2)
+    torch.testing.assert_close(x / math.sqrt(1 + float(sigmas[0]) ** 2), target, atol=1e-4, rtol=1e-4)
+
+
+def test_pixel_network_uses_image_and_vae(sd15, inverfill_dir):
+    model, _, vae, conds = sd15
+    net = load(model, "tiny_pixel.safetensors")
+    image = torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(2))
+    z, mask = vae.encode(image), scene()[1]
+    node = pack_module("nodes.inverfill").InverseNoiseInit
+    noise = node.execute(model=model, inverfill=net, positive=conds, mask=mask, seed=3, image=image, vae=vae).result[0]
+    out = noise.generate_noise({"samples": z})
+    masked = vae.encode(image * (1 - mask[..., None]))
+    inverted = net(model.model.process_latent_in(masked), conds[0][0], None)
+    m = torch.nn.functional.interpolate(mask[:, None], size=(16, 16), mode="bilinear")
+    keep = (m == 0).expand_as(inverted)
+    vp = pack_module("core.inverfill").vp_start_from_sampler_noise(
+        out, model.model.process_latent_in(z), float(model.get_model_object("model_sampling").sigma_max), True)
+    torch.testing.assert_close(vp[keep], inverted[keep], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="connect image and vae"):
+        node.execute(model=model, inverfill=net, positive=conds, mask=mask, seed=3)
+    other = node.execute(model=model, inverfill=net, positive=conds, mask=mask, seed=3,
+                         image=torch.rand(1, 64, 64, 3), vae=vae).result[0]
+    with pytest.raises(ValueError, match="image: encodes to 8×8 latents but the sampled LATENT is 16×16"):
+        other.generate_noise({"samples": z})
+
+
+def test_empty_mask_skips_the_network(sd15, inverfill_dir, monkeypatch):
+    import comfy.sample
+
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    monkeypatch.setattr(type(net), "__call__", lambda *a, **k: pytest.fail("network ran on an empty mask"))
+    z, _ = scene()
+    noise = pack_module("nodes.inverfill").InverseNoiseInit.execute(
+        model=model, inverfill=net, positive=conds, mask=torch.zeros(1, 64, 64), seed=5).result[0]
+    vp = noise.raw_noise({"samples": z})
+    assert torch.equal(vp, comfy.sample.prepare_noise(z, 5).float())
+
+
+def test_batch_mismatches_are_named(sd15, inverfill_dir):
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    z, mask = scene(batch=2)
+    node = pack_module("nodes.inverfill").InverseNoiseInit
+    three = [[conds[0][0].repeat(3, 1, 1), conds[0][1]]]
+    noise = node.execute(model=model, inverfill=net, positive=three, mask=mask, seed=1).result[0]
+    with pytest.raises(ValueError, match="positive: batch of 3 does not fit the latent batch of 2"):
+        noise.generate_noise({"samples": z})
+    noise = node.execute(model=model, inverfill=net, positive=conds, mask=mask.repeat(2, 1, 1), seed=1).result[0]
+    with pytest.raises(ValueError, match="mask: batch of 4 does not fit the latent batch of 2"):
+        noise.generate_noise({"samples": z})
+    ok = node.execute(model=model, inverfill=net, positive=conds, mask=mask[:1], seed=1).result[0]
+    assert ok.generate_noise({"samples": z}).shape == z.shape
+
+
+def test_trainer_loads_a_single_file_checkpoint(tiny_bases, tmp_path):
+    """A base in the original single-file layout (made here with ComfyUI's own key maps) loads to the
+    same weights as its diffusers folder; a run trains from it (``single_file_config`` = the configs)."""
+    import json
+
+    import comfy.diffusers_convert
+    import comfy.model_detection
+    import comfy.utils
+    from safetensors.torch import load_file, save_file
+
+    from trainers.common.base_model import load_base_model
+
+    from .conftest import run_module
+    from .support.comfy_server import tiny_checkpoint
+
+    folder = Path(tiny_bases["sd15"])
+    comfy_sd = load_file(str(tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")))
+    unet_config = comfy.model_detection.model_config_from_unet(comfy_sd, "model.diffusion_model.").unet_config
+    mapping = comfy.utils.unet_to_diffusers(unet_config)
+    single = {f"model.diffusion_model.{mapping[k]}": v
+              for k, v in load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")).items()}
+    vae = comfy.diffusers_convert.convert_vae_state_dict(load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")))
+    single.update({f"first_stage_model.{k}": v for k, v in vae.items()})
+    for k, v in load_file(str(folder / "text_encoder" / "model.safetensors")).items():
+        single[f"cond_stage_model.transformer.{k if k.startswith('text_model.') else 'text_model.' + k}"] = v
+    path = tmp_path / "tiny_single.safetensors"
+    save_file({k: v.contiguous() for k, v in single.items()}, str(path))
+
+    a, b = load_base_model(path, single_file_config=folder), load_base_model(folder)
+    assert a.family == b.family == "sd15"
+    for x, y in [(a.unet, b.unet), (a.vae, b.vae), (a.text_encoders[0], b.text_encoders[0])]:
+        sx, sy = x.state_dict(), y.state_dict()
+        assert sx.keys() == sy.keys() and all(torch.equal(sx[k], sy[k]) for k in sy)
+    with pytest.raises(ValueError, match="single_file_config"):
+        load_base_model(path)
+
+    proc = run_module("trainers.inverfill", [
+        "--config", "trainers/configs/inverfill_tiny.yaml", f"--base_model={path}", f"--single_file_config={folder}",
+        "--max_steps=2", "--eval_every=2", "--preview_every=2", "--checkpoint_every=2", f"--output_dir={tmp_path / 'run'}"])
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == 2

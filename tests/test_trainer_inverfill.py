@@ -1,0 +1,127 @@
+"""InverFill trainer end to end on tiny random bases (CPU, subprocesses like a user runs them)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from core.manifest import load_manifest
+from core.weights import load_weights, read_metadata
+
+from .conftest import REPO, TRAINER_ENV, run_module
+
+FAST = ["--resolution=64", "--batch_size=4", "--lr=1e-3", "--mixed_precision=no", "--gradient_checkpointing=false",
+        "--export_dtype=fp32", "--eval_count=4", "--ema_decay=0.99", "--masking=latent",
+        "--prompts_file=trainers/configs/prompts_example.txt"]
+
+
+def test_tiny_run_halves_the_heldout_known_region_error(tiny_inverfill_run):
+    """Done-when: ≤ 50 % of the untrained network's held-out reconstruction error of the known region."""
+    s = tiny_inverfill_run["summary"]
+    assert s["steps"] == 200 and s["resumed_from"] == 0
+    assert s["final_known_mse"] <= 0.5 * s["initial_known_mse"], s
+    metrics = json.loads((tiny_inverfill_run["dir"] / "metrics.json").read_text())
+    assert set(metrics["eval_known_mse"]) >= {"0", "50", "100", "150", "200"}
+
+
+def test_tiny_run_exports_loadable_weights_and_a_manifest_entry(tiny_inverfill_run):
+    path = tiny_inverfill_run["weights"]
+    sd, meta = load_weights(path)
+    assert meta["kind"] == "inverfill" and meta["base_family"] == "sd15" and meta["ema"] == "true"
+    assert meta["step"] == "200" and meta["key_format"] == "diffusers" and meta["masking"] == "latent"
+    assert meta["config"]["max_steps"] == 200 and meta["unet_config"]["cross_attention_dim"] == 768
+    assert "conv_in.weight" in sd and all(torch.isfinite(v).all() for v in sd.values())
+    manifest = load_manifest(tiny_inverfill_run["manifest"])
+    (entry,) = [m for m in manifest["models"] if m["filename"] == path.name]
+    assert entry["bytes"] == path.stat().st_size and entry["node"] == "FewStepInverseNoiseInit"
+    assert entry["produced_by"]["command"].startswith("python -m trainers.inverfill --config")
+    assert json.loads(path.with_suffix(".manifest.json").read_text()) == entry
+    previews = sorted((tiny_inverfill_run["dir"] / "previews").glob("*.png"))
+    assert [p.name for p in previews] == ["step_00000100.png", "step_00000200.png"]
+    assert list(tiny_inverfill_run["dir"].rglob("events.out.tfevents*")), "TensorBoard log"
+
+
+def _weights(path):
+    return load_weights(path)[0]
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_bases, tmp_path):
+    """SIGKILL after a checkpoint, restart: identical final weights to an uninterrupted run (tolerance 0)."""
+    args = FAST + [f"--base_model={tiny_bases['custom']}", "--max_steps=60", "--checkpoint_every=10",
+                   "--eval_every=30", "--preview_every=30", "--seed=3"]
+    run_module("trainers.inverfill", args + [f"--output_dir={tmp_path / 'straight'}"])
+
+    interrupted = tmp_path / "interrupted"
+    env = {**os.environ, **TRAINER_ENV, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.inverfill", *args, f"--output_dir={interrupted}"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    latest = interrupted / "checkpoints" / "latest.json"
+    while time.time() < deadline:
+        if latest.exists() and json.loads(latest.read_text())["step"] >= 20:
+            break
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(latest.read_text())["step"]
+    assert killed_at < 60 and not (interrupted / "inverfill.safetensors").exists()
+
+    resumed = run_module("trainers.inverfill", args + [f"--output_dir={interrupted}"])
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert 20 <= summary["resumed_from"] < 60
+    a, b = _weights(tmp_path / "straight" / "inverfill.safetensors"), _weights(interrupted / "inverfill.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_with_accelerate_agree_on_the_weights(tiny_bases, tmp_path):
+    """Data-parallel on CPU: `accelerate launch --multi_gpu --num_processes 2` (torchrun) → gloo, two ranks.
+
+    (`accelerate launch --cpu` starts a single process in accelerate 1.x, so it cannot show this.)
+    """
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    run_module("trainers.inverfill", FAST + [f"--base_model={tiny_bases['custom']}", "--max_steps=6",
+                                             "--checkpoint_every=3", "--eval_every=6", "--preview_every=6",
+                                             f"--output_dir={out}"], launcher=launcher, threads=1)
+    digests = [(out / f"rank{r}.weights.sha256").read_text().strip() for r in (0, 1)]
+    assert digests[0] == digests[1], "DDP keeps both replicas identical"
+    assert (out / "inverfill.safetensors").exists()
+
+
+def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path):
+    """The paper's full objective: VAE-encoded masked images, LADD critic on the frozen base (hinge)."""
+    out = tmp_path / "adv"
+    args = [a for a in FAST if not a.startswith("--masking")] + [
+        f"--base_model={tiny_bases['custom']}", "--masking=pixel", "--lambda_adv=0.5", "--adv_lr=1e-4",
+        "--max_steps=4", "--checkpoint_every=2", "--eval_every=4", "--preview_every=4", f"--output_dir={out}"]
+    proc = run_module("trainers.inverfill", args)
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["final_known_mse"] == summary["final_known_mse"]  # not NaN
+    state = json.loads((out / "checkpoints" / "checkpoint-00000004" / "state.json").read_text())
+    assert {"critic", "critic_optimizer", "model", "ema", "optimizer"} <= set(state["files"])
+    assert read_metadata(out / "inverfill.safetensors")["masking"] == "pixel"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "prompts_file: .*missing.txt does not exist"),
+    ("empty", "prompts_file: .*empty.txt holds no prompts"),
+    ("no_base", "base_model: set it"),
+    ("bad_base", "base_model: .* does not exist"),
+])
+def test_bad_inputs_fail_with_a_named_error(tiny_bases, tmp_path, case, message):
+    (tmp_path / "empty.txt").write_text("\n")
+    args = {"missing": [f"--prompts_file={tmp_path / 'missing.txt'}", f"--base_model={tiny_bases['custom']}"],
+            "empty": [f"--prompts_file={tmp_path / 'empty.txt'}", f"--base_model={tiny_bases['custom']}"],
+            "no_base": ["--prompts_file=trainers/configs/prompts_example.txt"],
+            "bad_base": ["--prompts_file=trainers/configs/prompts_example.txt", f"--base_model={tmp_path / 'nope'}"]}[case]
+    proc = run_module("trainers.inverfill", args + [f"--output_dir={tmp_path / 'out'}"], check=False)
+    assert proc.returncode != 0
+    import re
+
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]

@@ -1,0 +1,134 @@
+"""Typed trainer configs: dataclass defaults ← YAML file ← ``--key=value`` overrides (nanoGPT-style, typed)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the trainer's config dataclass."""
+
+
+class RawText(str):
+    """An override value as typed on the command line; parsed according to the field's type."""
+
+
+def _coerce(name: str, value, default, annotation):
+    """Check ``value`` against the field's type (taken from its default or annotation)."""
+    if value is None:
+        return None
+    kind = type(default) if default is not None else _plain_type(annotation)
+    if isinstance(value, RawText):
+        if kind is str:
+            return str(value)
+        value = yaml.safe_load(value) if value != "" else ""
+    if kind is str and isinstance(value, bool):
+        value = "yes" if value else "no"  # YAML 1.1 reads a bare no/yes/off/on as a boolean
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if kind in (int, float) and isinstance(value, str):
+        value = _number(name, value)  # YAML 1.1 reads "1e-5" as a string
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        return str(value)
+    if kind in (dict, list, tuple) and not isinstance(value, (dict, list, tuple)):
+        raise ConfigError(f"{name}: expected a {kind.__name__}, got {value!r}")
+    if isinstance(value, dict):
+        value = {k: yaml.safe_load(v) if isinstance(v, RawText) else v for k, v in value.items()}
+    return list(value) if kind is tuple else value
+
+
+def _number(name: str, text: str):
+    try:
+        number = float(text)
+    except ValueError as err:
+        raise ConfigError(f"{name}: expected a number, got {text!r}") from err
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def _plain_type(annotation):
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _plain_type(args[0]) if args else object
+    return origin or annotation
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``--key=value`` / ``key=value`` / ``--key value`` → {key: raw text}; dotted keys nest."""
+    out: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i].removeprefix("--")
+        if "=" in arg:
+            key, text = arg.split("=", 1)
+        elif i + 1 < len(args):
+            key, text = arg, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override {args[i]!r} has no value (use --key=value)")
+        value = RawText(text)
+        node = out
+        *parents, leaf = key.replace("-", "_").split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+        i += 1
+    return out
+
+
+def build_config(cls, file: str | Path | None = None, overrides: list[str] | dict | None = None):
+    """Instance of dataclass ``cls`` from defaults, an optional YAML file and overrides, type-checked."""
+    values: dict = {}
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of option: value")
+        values.update(loaded)
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    fields = _fields(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        field = fields[name]
+        default = field.default if field.default is not dataclasses.MISSING else (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
+        kwargs[name] = _coerce(name, value, default, hints.get(name))
+    return cls(**kwargs)
+
+
+def config_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_hash(config) -> str:
+    return hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:16]
