@@ -91,11 +91,13 @@ def run_module(module: str, args: list[str], *, launcher: list[str] | None = Non
 
 @pytest.fixture(scope="session")
 def tiny_bases(tmp_path_factory):
-    """Two random diffusers bases: 'custom' (~0.5 M UNet, fast) and 'sd15' (SD1.5 shapes, ComfyUI loads it)."""
+    """Random diffusers bases: 'custom' (~0.5 M UNet, fast), 'sdxl' (SDXL-style conditioning, tiny) and
+    'sd15' (SD1.5 shapes: ComfyUI loads networks trained from it)."""
     from .support.tiny_base import build_tiny_base
 
     root = tmp_path_factory.mktemp("bases")
-    return {"custom": build_tiny_base(root / "custom"), "sd15": build_tiny_base(root / "sd15", sd15_shapes=True)}
+    return {"custom": build_tiny_base(root / "custom"), "sdxl": build_tiny_base(root / "sdxl", sdxl=True),
+            "sd15": build_tiny_base(root / "sd15", sd15_shapes=True)}
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import PACK_NAME, REAL_COMFYUI
+from .conftest import PACK_NAME, REAL_COMFYUI, load_pack
 
 pytestmark = pytest.mark.skipif(not REAL_COMFYUI, reason="needs COMFYUI_DIR importable in this interpreter")
 
 
 def pack_module(name: str):
+    load_pack()
     return importlib.import_module(f"{PACK_NAME}.{name}")
 
 

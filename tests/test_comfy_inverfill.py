@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import PACK_NAME, REAL_COMFYUI
+from .conftest import PACK_NAME, REAL_COMFYUI, load_pack
 
 pytestmark = pytest.mark.skipif(not REAL_COMFYUI, reason="needs COMFYUI_DIR importable in this interpreter")
 
 
 def pack_module(name: str):
+    load_pack()
     return importlib.import_module(f"{PACK_NAME}.{name}")
 
 
@@ -250,3 +251,36 @@ def test_trainer_loads_a_single_file_checkpoint(tiny_bases, tmp_path):
         "--config", "trainers/configs/inverfill_tiny.yaml", f"--base_model={path}", f"--single_file_config={folder}",
         "--max_steps=2", "--eval_every=2", "--preview_every=2", "--checkpoint_every=2", f"--output_dir={tmp_path / 'run'}"])
     assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == 2
+
+
+DIFFUSERS_CONFIGS = {
+    "sdxl": dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+                 addition_embed_type="text_time", addition_time_embed_dim=256,
+                 projection_class_embeddings_input_dim=2816, use_linear_projection=True),
+    "sd21": dict(sample_size=96, block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
+                 cross_attention_dim=1024, use_linear_projection=True, layers_per_block=2),
+    "sd15": dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8,
+                 cross_attention_dim=768, layers_per_block=2),
+}
+
+
+@pytest.mark.parametrize("family", sorted(DIFFUSERS_CONFIGS))
+def test_full_size_trainer_weights_map_onto_comfyui_unets(family):
+    """Every weight of a full-size diffusers UNet (what the trainer exports for SD1.5, SD2.1, SDXL) has
+    exactly one place, of the same shape, in ComfyUI's UNet for that model (built on the meta device)."""
+    import comfy.model_detection
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from diffusers import UNet2DConditionModel
+
+    comfy_inverfill = pack_module("nodes.comfy_inverfill")
+    with torch.device("meta"):
+        exported = UNet2DConditionModel(**DIFFUSERS_CONFIGS[family]).state_dict()
+    unet_config = comfy.model_detection.unet_config_from_diffusers_unet(exported)
+    with torch.device("meta"):
+        comfy_unet = UNetModel(**{k: v for k, v in unet_config.items() if k != "dtype"}, device="meta")
+    converted = comfy_inverfill.to_ldm_keys(exported, unet_config, "diffusers")
+    assert comfy_inverfill.shape_problems(comfy_unet.state_dict(), converted) == []
+    assert comfy_inverfill.shape_problems(comfy_unet.state_dict(), dict(list(converted.items())[:-5]))

@@ -94,18 +94,26 @@ def test_two_processes_with_accelerate_agree_on_the_weights(tiny_bases, tmp_path
     assert (out / "inverfill.safetensors").exists()
 
 
-def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path):
-    """The paper's full objective: VAE-encoded masked images, LADD critic on the frozen base (hinge)."""
+@pytest.mark.parametrize("base, extra", [
+    ("custom", []),
+    ("sdxl", ["--mixed_precision=bf16", "--gradient_checkpointing=true", "--grad_accum=2", "--export_dtype=bf16"]),
+])
+def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path, base, extra):
+    """The paper's full objective (VAE-encoded masked images, LADD critic on the frozen base, hinge), on an
+    SD-style and an SDXL-style base (pooled text + size ids), with bf16 autocast, checkpointing, accumulation."""
     out = tmp_path / "adv"
     args = [a for a in FAST if not a.startswith("--masking")] + [
-        f"--base_model={tiny_bases['custom']}", "--masking=pixel", "--lambda_adv=0.5", "--adv_lr=1e-4",
-        "--max_steps=4", "--checkpoint_every=2", "--eval_every=4", "--preview_every=4", f"--output_dir={out}"]
+        f"--base_model={tiny_bases[base]}", "--masking=pixel", "--lambda_adv=0.5", "--adv_lr=1e-4",
+        "--max_steps=4", "--checkpoint_every=2", "--eval_every=4", "--preview_every=4", f"--output_dir={out}"] + extra
     proc = run_module("trainers.inverfill", args)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["final_known_mse"] == summary["final_known_mse"]  # not NaN
     state = json.loads((out / "checkpoints" / "checkpoint-00000004" / "state.json").read_text())
     assert {"critic", "critic_optimizer", "model", "ema", "optimizer"} <= set(state["files"])
-    assert read_metadata(out / "inverfill.safetensors")["masking"] == "pixel"
+    meta = read_metadata(out / "inverfill.safetensors")
+    assert meta["masking"] == "pixel" and meta["base_family"] == ("sdxl" if base == "sdxl" else "custom")
+    if base == "sdxl":
+        assert load_weights(out / "inverfill.safetensors")[0]["conv_in.weight"].dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("case, message", [

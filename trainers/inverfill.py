@@ -37,7 +37,7 @@ from trainers.common.checkpoint import (
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import read_prompts, step_generator
 from trainers.common.ema import EMA
-from trainers.common.export import command_line, export_weights, manifest_entry, write_entry
+from trainers.common.export import atomic_json, command_line, export_weights, manifest_entry, write_entry
 from trainers.common.tracking import log_images, save_preview
 
 MODULE = "trainers.inverfill"
@@ -367,7 +367,7 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     if accelerator.is_main_process:
         path = _export(cfg, config_path, base, unwrapped, ema, cfg.max_steps)
         summary["weights"] = str(path)
-        (out_dir / "metrics.json").write_text(json.dumps({**metrics, **summary}, indent=1))
+        atomic_json(out_dir / "metrics.json", {**metrics, **summary})
     accelerator.end_training()
     return summary
 

@@ -34,14 +34,16 @@ def tiny_tokenizer(max_length: int = 16):
     return tok
 
 
-def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = False, max_length: int = 16) -> Path:
+def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = False, sdxl: bool = False,
+                    max_length: int = 16) -> Path:
     """Save unet/, vae/, text_encoder/, tokenizer/, scheduler/ under ``folder`` and return it.
 
     ``sd15_shapes`` gives the UNet SD1.5's detection shapes (model_channels 320, context 768, one
-    level) so ComfyUI accepts networks trained from it; otherwise everything is ~0.5 M parameters.
+    level) so ComfyUI accepts networks trained from it; ``sdxl`` builds an SDXL-style base (two text
+    encoders, pooled text and size conditioning); otherwise everything is ~0.5 M parameters.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -51,20 +53,26 @@ def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = Fa
                                     down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
                                     cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
     else:
+        extra = {"addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+                 "projection_class_embeddings_input_dim": ctx + 6 * 8} if sdxl else {}
         unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
                                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                    cross_attention_dim=ctx, attention_head_dim=8)
+                                    cross_attention_dim=2 * ctx if sdxl else ctx, attention_head_dim=8, **extra)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8, layers_per_block=1,
                         block_out_channels=(8, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=ctx, intermediate_size=2 * ctx, num_hidden_layers=1,
-                                        num_attention_heads=4, vocab_size=514, max_position_embeddings=max_length,
-                                        bos_token_id=512, eos_token_id=513, pad_token_id=513))
+    text_config = CLIPTextConfig(hidden_size=ctx, intermediate_size=2 * ctx, num_hidden_layers=2,
+                                 num_attention_heads=4, vocab_size=514, max_position_embeddings=max_length,
+                                 bos_token_id=512, eos_token_id=513, pad_token_id=513, projection_dim=ctx)
+    text = CLIPTextModel(text_config)
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
     text.save_pretrained(folder / "text_encoder")
     tiny_tokenizer(max_length).save_pretrained(folder / "tokenizer")
+    if sdxl:
+        CLIPTextModelWithProjection(text_config).save_pretrained(folder / "text_encoder_2")
+        tiny_tokenizer(max_length).save_pretrained(folder / "tokenizer_2")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
         "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,

@@ -54,15 +54,16 @@ def write_entry(entry: dict, entry_path: str | Path, manifest_path: str | Path |
     errors = schema_errors(entry, schema["properties"]["models"]["items"])
     if errors:
         raise ValueError("manifest entry does not follow the schema: " + "; ".join(errors))
-    _atomic_json(Path(entry_path), entry)
+    atomic_json(Path(entry_path), entry)
     if manifest_path:
         path = Path(manifest_path)
         manifest = json.loads(path.read_text()) if path.exists() else {"version": 1, "models": []}
         manifest["models"] = [m for m in manifest.get("models", []) if m.get("id") != entry["id"]] + [entry]
-        _atomic_json(path, manifest)
+        atomic_json(path, manifest)
 
 
-def _atomic_json(path: Path, data: dict) -> None:
+def atomic_json(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
