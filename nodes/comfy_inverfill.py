@@ -1,125 +1,41 @@
-"""InverFill inversion networks as ComfyUI models, and the NOISE that starts sampling from them.
-
-Imports ComfyUI; loaded when an InverFill node runs. The network is the base MODEL's own UNet
-architecture (built from the MODEL's config, in its dtype) wrapped in a ModelPatcher, so ComfyUI
-loads and offloads it like any other model.
-"""
+"""InverFill inversion networks (the base MODEL's UNet architecture, see comfy_networks) and the NOISE
+that starts sampling from them. Imports ComfyUI; loaded when an InverFill node runs."""
 from __future__ import annotations
 
 import hashlib
 
-import comfy.model_management as mm
-import comfy.model_patcher
 import comfy.sample
-import comfy.supported_models as supported
 import comfy.utils
 import torch
 
 from ..core.blend import is_empty_mask
 from ..core.inverfill import black_out, blended_start, invert, sampler_noise_for_start
 from ..core.masks import as_b1hw, check_finite, check_mask_range, fit_mask, mask_for_latent, match_batch
-from ..core.weights import WeightFileError
-
-FAMILY_CONFIGS = (("sdxl", supported.SDXL), ("sd21", supported.SD20), ("sd15", supported.SD15))
-
-
-def model_family(model) -> str:
-    """sd15 / sd21 / sdxl of a ComfyUI MODEL, or the config class name for anything else."""
-    config = model.model.model_config
-    for family, cls in FAMILY_CONFIGS:
-        if isinstance(config, cls):
-            return family
-    return type(config).__name__
-
-
-def to_ldm_keys(state_dict: dict, unet_config: dict, key_format: str) -> dict:
-    """Diffusers UNet keys → ComfyUI's LDM keys with ComfyUI's own map; LDM keys pass through."""
-    if key_format == "ldm" or "input_blocks.0.0.weight" in state_dict:
-        return dict(state_dict)
-    mapping = comfy.utils.unet_to_diffusers(unet_config)
-    unknown = [k for k in state_dict if k not in mapping]
-    if unknown:
-        raise WeightFileError(
-            f"{len(unknown)} weights of the network have no place in this MODEL's UNet (e.g. {unknown[:3]}): "
-            "it was trained for another architecture"
-        )
-    return {mapping[k]: v for k, v in state_dict.items()}
-
-
-def shape_problems(expected: dict, given: dict) -> list[str]:
-    missing = [k for k in expected if k not in given]
-    extra = [k for k in given if k not in expected]
-    wrong = [f"{k} {tuple(given[k].shape)}≠{tuple(expected[k].shape)}" for k in expected
-             if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-    if extra:
-        problems.append(f"{len(extra)} unexpected (e.g. {extra[:3]})")
-    if wrong:
-        problems.append(f"{len(wrong)} of another shape (e.g. {wrong[:3]})")
-    return problems
+from .comfy_networks import UNetNetwork, build_unet_network, first_conditioning
 
 
 class InversionNetwork:
-    """F_θ for one MODEL: a ModelPatcher around a UNet of the MODEL's architecture, plus metadata."""
+    """F_θ for one MODEL (InverFill): a UNet network called at t = 500 on the masked latent."""
 
-    def __init__(self, patcher, metadata: dict, family: str, name: str):
-        self.patcher, self.metadata, self.family, self.name = patcher, metadata, family, name
-        self.masking = metadata.get("masking", "pixel")
+    def __init__(self, network: UNetNetwork):
+        self.network = network
+        self.patcher, self.metadata = network.patcher, network.metadata
+        self.family, self.name = network.family, network.name
+        self.masking = network.metadata.get("masking", "pixel")
 
-    @torch.no_grad()
     def __call__(self, masked_latent: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """ẑ_T for model-space masked latents (B,C,h,w); runs on ComfyUI's device in the model's dtype."""
-        mm.load_models_gpu([self.patcher])
-        net = self.patcher.model
-        device = self.patcher.load_device
-        dtype = net.manual_cast_dtype or net.get_dtype()
-
-        def eps_fn(x, t, context, y):
-            return net.diffusion_model(x.to(device, dtype), t.to(device).float(), context=context.to(device, dtype),
-                                       y=None if y is None else y.to(device, dtype))
-
-        out = invert(eps_fn, masked_latent, context=context, y=y)
-        mm.throw_exception_if_processing_interrupted()
-        return out.float().cpu()
+        with torch.no_grad():
+            return invert(lambda x, t, context, y: self.network.forward(x, t, context, y), masked_latent,
+                          context=context, y=y)
 
     def adm(self, cond: dict, batch: int, width: int, height: int) -> torch.Tensor | None:
-        """SDXL's pooled-text + size vector ``y`` (None for SD1.x/2.x), as ComfyUI builds it."""
-        kwargs = {"width": width, "height": height, "target_width": width, "target_height": height, **cond}
-        y = self.patcher.model.encode_adm(**kwargs)
-        return None if y is None else match_batch(y, batch, "positive", target="latent")
+        return self.network.adm(cond, batch, width, height)
 
 
 def build_network(model, state_dict: dict, metadata: dict, name: str) -> InversionNetwork:
-    """Check family and shapes against ``model`` and build the network (errors name the file)."""
-    if metadata.get("kind", "inverfill") != "inverfill":
-        raise WeightFileError(f"{name}: is a '{metadata['kind']}' weight, not an InverFill network")
-    family, trained = model_family(model), metadata.get("base_family")
-    if trained in ("sd15", "sd21", "sdxl") and trained != family:
-        raise WeightFileError(f"{name}: was trained for a {trained} base but the MODEL is {family}; "
-                              "load the network trained for this model family")
-    config = model.model.model_config
-    ldm = to_ldm_keys(state_dict, config.unet_config, metadata.get("key_format", "diffusers"))
-    net = config.get_model(ldm, "", device=mm.unet_offload_device())
-    expected = net.diffusion_model.state_dict()
-    problems = shape_problems(expected, ldm)
-    if problems:
-        raise WeightFileError(f"{name}: does not match the MODEL's UNet ({'; '.join(problems)}); "
-                              f"it was trained for another architecture ({trained or 'unknown family'})")
-    net.diffusion_model.load_state_dict({k: v.to(expected[k].dtype) for k, v in ldm.items()}, strict=True)
-    patcher = comfy.model_patcher.ModelPatcher(net, load_device=mm.get_torch_device(),
-                                               offload_device=mm.unet_offload_device())
-    return InversionNetwork(patcher, metadata, family, name)
-
-
-def first_conditioning(positive, batch: int) -> tuple[torch.Tensor, dict]:
-    """(context, extra dict) of the first CONDITIONING entry, batch-matched to the latent."""
-    if not positive:
-        raise ValueError("positive: empty CONDITIONING")
-    context, extra = positive[0][0], dict(positive[0][1])
-    check_finite(context, "positive")
-    return match_batch(context, batch, "positive", target="latent"), extra
+    """An InverFill network for ``model`` (errors name the file: kind, family, shapes)."""
+    return InversionNetwork(build_unet_network(model, state_dict, metadata, name, "inverfill"))
 
 
 class InverseNoise:

@@ -275,7 +275,7 @@ def test_full_size_trainer_weights_map_onto_comfyui_unets(family):
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     from diffusers import UNet2DConditionModel
 
-    comfy_inverfill = pack_module("nodes.comfy_inverfill")
+    comfy_inverfill = pack_module("nodes.comfy_networks")
     with torch.device("meta"):
         exported = UNet2DConditionModel(**DIFFUSERS_CONFIGS[family]).state_dict()
     unet_config = comfy.model_detection.unet_config_from_diffusers_unet(exported)

@@ -1,0 +1,49 @@
+"""Local edit masks from cross-attention to the changed tokens (TurboEdit Sec. 3.3; P2P-style maps)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .masks import gaussian_blur
+
+
+def token_attention(q: torch.Tensor, k: torch.Tensor, heads: int, tokens: list[int]) -> torch.Tensor:
+    """Mean over heads of softmax(q·kᵀ/√d) restricted to ``tokens``: (B, N) from q (B,N,H·d), k (B,T,H·d)."""
+    b, n, inner = q.shape
+    d = inner // heads
+    qh = q.reshape(b, n, heads, d).transpose(1, 2).float()
+    kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
+    probs = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d), dim=-1)  # (B,H,N,T)
+    valid = [t for t in tokens if t < k.shape[1]]
+    if not valid:
+        return q.new_zeros(b, n, dtype=torch.float32)
+    return probs[..., valid].sum(-1).mean(1)
+
+
+def to_spatial(values: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, N) per-token values of a feature map with the latent's aspect ratio → (B,1,h,w) at latent size."""
+    h, w = latent_hw
+    n = values.shape[1]
+    rh = max(1, round(math.sqrt(n * h / w)))
+    rw = n // rh
+    if rh * rw != n:
+        raise ValueError(f"attention over {n} positions does not tile a {h}×{w} latent")
+    grid = values.reshape(values.shape[0], 1, rh, rw)
+    return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def edit_mask(maps: list[torch.Tensor], latent_hw: tuple[int, int], *, threshold: float = 0.4,
+              blur: int | None = None) -> torch.Tensor:
+    """Average attention maps, normalise to [0, 1] per sample, threshold, Gaussian-blur (≈ 1/16 of the side)."""
+    if not maps:
+        raise ValueError("no cross-attention was recorded for the changed tokens")
+    mean = torch.stack([to_spatial(m, latent_hw) for m in maps]).mean(0)
+    lo = mean.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = mean.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    norm = (mean - lo) / (hi - lo).clamp_min(1e-8)
+    hard = (norm >= threshold).float()
+    radius = blur if blur is not None else max(1, min(latent_hw) // 16)
+    soft = gaussian_blur(hard, radius)
+    return soft.clamp(0.0, 1.0)

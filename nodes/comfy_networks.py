@@ -1,0 +1,124 @@
+"""Trained networks that share the base MODEL's UNet architecture, as ComfyUI models.
+
+Imports ComfyUI. A network is built from the MODEL's own config (optionally with more input/output
+channels), in its dtype, its weights mapped from diffusers keys with ComfyUI's own key map, and
+wrapped in a ModelPatcher so ComfyUI loads and offloads it like any other model.
+"""
+from __future__ import annotations
+
+import copy
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.supported_models as supported
+import comfy.utils
+import torch
+
+from ..core.masks import match_batch
+from ..core.weights import WeightFileError
+
+FAMILY_CONFIGS = (("sdxl", supported.SDXL), ("sd21", supported.SD20), ("sd15", supported.SD15))
+KNOWN_FAMILIES = ("sd15", "sd21", "sdxl")
+
+
+def model_family(model) -> str:
+    """sd15 / sd21 / sdxl of a ComfyUI MODEL, or the config class name for anything else."""
+    config = model.model.model_config
+    for family, cls in FAMILY_CONFIGS:
+        if isinstance(config, cls):
+            return family
+    return type(config).__name__
+
+
+def to_ldm_keys(state_dict: dict, unet_config: dict, key_format: str) -> dict:
+    """Diffusers UNet keys → ComfyUI's LDM keys with ComfyUI's own map; LDM keys pass through."""
+    if key_format == "ldm" or "input_blocks.0.0.weight" in state_dict:
+        return dict(state_dict)
+    mapping = comfy.utils.unet_to_diffusers(unet_config)
+    unknown = [k for k in state_dict if k not in mapping]
+    if unknown:
+        raise WeightFileError(
+            f"{len(unknown)} weights of the network have no place in this MODEL's UNet (e.g. {unknown[:3]}): "
+            "it was trained for another architecture"
+        )
+    return {mapping[k]: v for k, v in state_dict.items()}
+
+
+def shape_problems(expected: dict, given: dict) -> list[str]:
+    """Human-readable differences between two state dicts' keys and shapes (empty: they fit)."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    wrong = [f"{k} {tuple(given[k].shape)}≠{tuple(expected[k].shape)}" for k in expected
+             if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected (e.g. {extra[:3]})")
+    if wrong:
+        problems.append(f"{len(wrong)} of another shape (e.g. {wrong[:3]})")
+    return problems
+
+
+class UNetNetwork:
+    """A ModelPatcher around a UNet of the MODEL's architecture, plus the file's metadata."""
+
+    def __init__(self, patcher, metadata: dict, family: str, name: str):
+        self.patcher, self.metadata, self.family, self.name = patcher, metadata, family, name
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The raw UNet output for model-space ``x`` at discrete timesteps ``t`` (float32, CPU)."""
+        mm.load_models_gpu([self.patcher])
+        net = self.patcher.model
+        device = self.patcher.load_device
+        dtype = net.manual_cast_dtype or net.get_dtype()
+        out = net.diffusion_model(x.to(device, dtype), t.to(device).float(), context=context.to(device, dtype),
+                                  y=None if y is None else y.to(device, dtype))
+        mm.throw_exception_if_processing_interrupted()
+        return out.float().cpu()
+
+    def adm(self, cond: dict, batch: int, width: int, height: int) -> torch.Tensor | None:
+        """SDXL's pooled-text + size vector ``y`` (None for SD1.x/2.x), as ComfyUI builds it."""
+        kwargs = {"width": width, "height": height, "target_width": width, "target_height": height, **cond}
+        y = self.patcher.model.encode_adm(**kwargs)
+        return None if y is None else match_batch(y, batch, "conditioning", target="latent")
+
+
+def build_unet_network(model, state_dict: dict, metadata: dict, name: str, kind: str,
+                       channels_in: int | None = None, channels_out: int | None = None) -> UNetNetwork:
+    """Check kind, family and shapes against ``model`` and build the network (errors name the file)."""
+    if metadata.get("kind", kind) != kind:
+        raise WeightFileError(f"{name}: is a '{metadata['kind']}' weight, not a {kind} network")
+    family, trained = model_family(model), metadata.get("base_family")
+    if trained in KNOWN_FAMILIES and trained != family:
+        raise WeightFileError(f"{name}: was trained for a {trained} base but the MODEL is {family}; "
+                              "load the network trained for this model family")
+    config = copy.copy(model.model.model_config)
+    config.unet_config = dict(config.unet_config)
+    if channels_in is not None:
+        config.unet_config["in_channels"] = channels_in
+    if channels_out is not None:
+        config.unet_config["out_channels"] = channels_out
+    ldm = to_ldm_keys(state_dict, config.unet_config, metadata.get("key_format", "diffusers"))
+    net = config.get_model(ldm, "", device=mm.unet_offload_device())
+    expected = net.diffusion_model.state_dict()
+    problems = shape_problems(expected, ldm)
+    if problems:
+        raise WeightFileError(f"{name}: does not match the MODEL's UNet ({'; '.join(problems)}); "
+                              f"it was trained for another architecture ({trained or 'unknown family'})")
+    net.diffusion_model.load_state_dict({k: v.to(expected[k].dtype) for k, v in ldm.items()}, strict=True)
+    patcher = comfy.model_patcher.ModelPatcher(net, load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    return UNetNetwork(patcher, metadata, family, name)
+
+
+def first_conditioning(conditioning, batch: int, name: str = "positive") -> tuple[torch.Tensor, dict]:
+    """(context, extra dict) of the first CONDITIONING entry, batch-matched to the latent."""
+    from ..core.masks import check_finite
+
+    if not conditioning:
+        raise ValueError(f"{name}: empty CONDITIONING")
+    context, extra = conditioning[0][0], dict(conditioning[0][1])
+    check_finite(context, name)
+    return match_batch(context, batch, name, target="latent"), extra

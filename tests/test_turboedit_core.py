@@ -1,0 +1,175 @@
+"""core.turboedit: exact inversion replays the input; an edit changes only inside its mask."""
+import pytest
+import torch
+
+from core.attention_mask import edit_mask, to_spatial, token_attention
+from core.caption_edit import CaptionEditError, apply_edit, changed_token_positions, parse_edit
+from core.denoiser import EpsDenoiser
+from core.schedules import fewstep_sigmas, trailing_timesteps
+from core.turboedit import gaussian_kl, invert_exact, invert_with_encoder, reparameterise, sample_replay
+
+from .support.tiny_models import astronaut, encode, tiny_unet, tiny_vae, unet_eps_fn
+
+
+@pytest.fixture(scope="module")
+def setup():
+    unet, vae = tiny_unet(), tiny_vae()
+    g = torch.Generator().manual_seed(4)
+    source_ctx, target_ctx = torch.randn(1, 6, 32, generator=g), torch.randn(1, 6, 32, generator=g)
+    z = encode(vae, astronaut(128))
+    sigmas = fewstep_sigmas(trailing_timesteps(4), EpsDenoiser(None).sigma_table)
+
+    def model(ctx):
+        return EpsDenoiser(unet_eps_fn(unet, ctx))
+
+    return dict(z=z, sigmas=sigmas, source=model(source_ctx), target=model(target_ctx))
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_exact_inversion_replays_the_input(setup):
+    traj = invert_exact(setup["source"], setup["z"], setup["sigmas"], {"seed": 1}, disable=True)
+    assert traj.steps == 4 and len(traj.x0s) == 4 and len(traj.noises) == 4
+    out = sample_replay(setup["source"], torch.zeros_like(setup["z"]), setup["sigmas"], {}, disable=True,
+                        trajectory=traj)
+    assert rel_err(out, setup["z"]) <= 1e-4
+
+
+def test_edit_changes_only_inside_the_mask(setup):
+    traj = invert_exact(setup["source"], setup["z"], setup["sigmas"], {"seed": 1}, disable=True)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    out = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj, mask=mask)
+    keep, hole = (mask == 0).expand_as(out), (mask == 1).expand_as(out)
+    assert rel_err(out[keep], setup["z"][keep]) <= 1e-4
+    assert rel_err(out[hole], setup["z"][hole]) > 1e-2, "the target prompt changes the masked region"
+    unmasked = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj)
+    assert rel_err(unmasked[keep], setup["z"][keep]) > 1e-2, "without a mask the whole image follows the prompt"
+
+
+def test_replay_refuses_other_steps(setup):
+    traj = invert_exact(setup["source"], setup["z"], setup["sigmas"], disable=True)
+    two = fewstep_sigmas(trailing_timesteps(2), EpsDenoiser(None).sigma_table)
+    with pytest.raises(ValueError, match="sigmas: 2 steps .* do not match the inversion's 4 steps"):
+        sample_replay(setup["source"], setup["z"], two, trajectory=traj)
+    with pytest.raises(ValueError, match="sigmas"):
+        invert_exact(setup["source"], setup["z"], torch.tensor([1.0, 0.5]))
+
+
+def test_lazy_mask_from_the_first_step(setup):
+    traj = invert_exact(setup["source"], setup["z"], setup["sigmas"], disable=True)
+    calls = []
+
+    def mask_at(k, x0):
+        calls.append(k)
+        m = torch.zeros(1, 1, 16, 16)
+        m[..., :8, :] = 1
+        return m
+
+    out = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj, mask_at=mask_at)
+    assert calls == [0]
+    assert rel_err(out[..., 8:, :], setup["z"][..., 8:, :]) <= 1e-4
+
+
+def test_encoder_inversion_uses_2n_passes(setup):
+    calls = {"encoder": 0, "model": 0}
+
+    def encoder(z, previous, sigma):
+        calls["encoder"] += 1
+        return torch.zeros_like(z) if calls["encoder"] == 1 else (z - previous) * 0.1
+
+    def model(x, sigma, **kw):
+        calls["model"] += 1
+        return setup["source"](x, sigma)
+
+    traj = invert_with_encoder(model, encoder, setup["z"], setup["sigmas"], disable=True)
+    assert calls == {"encoder": 4, "model": 4} and torch.equal(traj.residual, torch.zeros_like(setup["z"]))
+    exact = invert_with_encoder(model, encoder, setup["z"], setup["sigmas"], exact_residual=True, disable=True)
+    out = sample_replay(setup["source"], setup["z"], setup["sigmas"], disable=True, trajectory=exact)
+    assert rel_err(out, setup["z"]) <= 1e-4
+
+
+def test_kl_and_reparameterisation():
+    mean, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
+    assert float(gaussian_kl(mean, logvar)) == 0.0
+    assert float(gaussian_kl(mean + 1, logvar)) == pytest.approx(0.5)
+    sample = reparameterise(torch.zeros(4000), torch.zeros(4000), torch.Generator().manual_seed(0))
+    assert abs(float(sample.std()) - 1) < 0.05
+
+
+# ----------------------------------------------------------------------------- caption edits
+
+def test_arrow_edits_replace_whole_words_case_insensitively():
+    e = apply_edit("A Red car next to a red, bored cat.", "red → blue")
+    assert e.target == "A blue car next to a blue, bored cat."
+    assert e.old == "red" and e.new == "blue" and len(e.spans) == 2
+    for arrow in ("->", "=>"):
+        assert apply_edit("a red car", f"red {arrow} green").target == "a green car"
+
+
+def test_phrases_occurrences_and_whitespace():
+    e = apply_edit("a  wooden   chair and a wooden table", "wooden chair -> metal chair")
+    assert e.source == "a wooden chair and a wooden table" and e.target == "a metal chair and a wooden table"
+    assert apply_edit("red cup, red box", "red → blue", occurrence=2).target == "red cup, blue box"
+    assert apply_edit("a red car", "red →").target == "a car", "an empty replacement removes the words"
+
+
+def test_attribute_value_pairs():
+    assert apply_edit("a red car in winter", "color: blue").target == "a blue car in winter"
+    assert apply_edit("a red car in winter", "season: summer").target == "a red car in summer"
+    with pytest.raises(CaptionEditError, match="several colors"):
+        apply_edit("a red car and a green bus", "color: blue")
+    with pytest.raises(CaptionEditError, match="names no weather"):
+        apply_edit("a red car", "weather: rainy")
+    with pytest.raises(CaptionEditError, match="unknown attribute 'mood'"):
+        apply_edit("a red car", "mood: happy")
+
+
+@pytest.mark.parametrize("caption, edit, message", [
+    ("a red car", "green → blue", "'green' does not occur in the caption"),
+    ("a bored cat", "red → blue", "'red' does not occur"),
+    ("", "red → blue", "caption: empty"),
+    ("a red car", "", "edit: empty"),
+    ("a red car", "make it blue", "neither 'old → new' nor 'attribute: value'"),
+    ("a red car", "→ blue", "nothing to replace"),
+])
+def test_edit_errors_name_the_input(caption, edit, message):
+    with pytest.raises(CaptionEditError, match=message):
+        apply_edit(caption, edit)
+    assert parse_edit("x → y", "x") == ("x", "y")
+
+
+def test_occurrence_out_of_range():
+    with pytest.raises(CaptionEditError, match="occurrence: 3"):
+        apply_edit("red red", "red → blue", occurrence=3)
+
+
+def test_changed_token_positions():
+    src = [49406, 320, 736, 1615, 49407]
+    tgt = [49406, 320, 1746, 1615, 49407]
+    assert changed_token_positions(src, tgt) == ([2], [2])
+    assert changed_token_positions([1, 2, 3], [1, 5, 6, 3]) == ([1], [1, 2])
+    assert changed_token_positions([1, 2], [1, 2]) == ([], [])
+
+
+# ----------------------------------------------------------------------------- attention masks
+
+def test_token_attention_and_mask():
+    torch.manual_seed(0)
+    b, n, heads, d, t = 1, 64, 2, 8, 5
+    q = torch.randn(b, n, heads * d)
+    k = torch.randn(b, t, heads * d)
+    k[:, 3] = 0
+    k[:, 3, :d] = 20.0  # token 3 dominates where q·k is large
+    q[:, :32, :d] = 1.0  # the top half of the 8×8 map looks at token 3
+    q[:, 32:, :d] = -1.0
+    att = token_attention(q, k, heads, [3])
+    assert att.shape == (1, 64) and float(att[0, :32].mean()) > float(att[0, 32:].mean())
+    grid = to_spatial(att, (8, 8))
+    assert grid.shape == (1, 1, 8, 8)
+    mask = edit_mask([att], (16, 16), threshold=0.5, blur=1)
+    assert mask.shape == (1, 1, 16, 16) and float(mask[..., :6, :].mean()) > 0.9 and float(mask[..., 12:, :].max()) == 0
+    with pytest.raises(ValueError, match="no cross-attention"):
+        edit_mask([], (8, 8))
