@@ -58,7 +58,8 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
 
 @torch.no_grad()
 def invert_exact(model, source: torch.Tensor, sigmas: torch.Tensor, extra_args: Optional[dict] = None,
-                 *, generator: Optional[torch.Generator] = None, disable: Optional[bool] = None) -> Trajectory:
+                 *, generator: Optional[torch.Generator] = None, disable: Optional[bool] = None,
+                 callback=None) -> Trajectory:
     """Edit-friendly exact inversion: states x_k = z + σ_k·ñ_k, noises solved from the sampler's update."""
     _check_sigmas(sigmas)
     extra_args = {} if extra_args is None else extra_args
@@ -73,6 +74,8 @@ def invert_exact(model, source: torch.Tensor, sigmas: torch.Tensor, extra_args: 
     for k in trange(len(sigmas) - 1, disable=disable):
         x0 = model(states[k], sigmas[k] * s_in, **extra_args)
         traj.x0s.append(x0)
+        if callback is not None:
+            callback({"x": states[k], "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0})
         if k + 1 < len(states):
             traj.noises.append((states[k + 1] - x0) / sigmas[k + 1])
     traj.residual = source - traj.x0s[-1]
@@ -83,7 +86,7 @@ def invert_exact(model, source: torch.Tensor, sigmas: torch.Tensor, extra_args: 
 @torch.no_grad()
 def invert_with_encoder(model, encoder: EncoderFn, source: torch.Tensor, sigmas: torch.Tensor,
                         extra_args: Optional[dict] = None, *, exact_residual: bool = False,
-                        disable: Optional[bool] = None) -> Trajectory:
+                        disable: Optional[bool] = None, callback=None) -> Trajectory:
     """TurboEdit iterative inversion: ε_k = E(z, x̂0_{k−1}, t_k) (x̂0_{−1} = 0), then one G step; 2N passes.
 
     ``encoder`` returns unit-variance noise; step 0 starts from x_0 = ε_0·√(1+σ0²) (VP x_T = ε_0).
@@ -105,6 +108,8 @@ def invert_with_encoder(model, encoder: EncoderFn, source: torch.Tensor, sigmas:
             traj.noises.append(eps)
         previous = model(x, sigmas[k] * s_in, **extra_args)
         traj.x0s.append(previous)
+        if callback is not None:
+            callback({"x": x, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": previous})
     traj.residual = source - previous if exact_residual else torch.zeros_like(source)
     traj.source = source
     return traj
@@ -144,6 +149,32 @@ def sample_replay(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Opti
         kept = traj.source if traj.source is not None else traj.x0s[-1] + traj.residual
         out = torch.where(mask == 0, kept, out)
     return out
+
+
+@torch.no_grad()
+def invert_ddim(model, source: torch.Tensor, sigmas: torch.Tensor, extra_args: Optional[dict] = None,
+                disable: Optional[bool] = None) -> torch.Tensor:
+    """Deterministic DDIM inversion (Song et al. 2021, Eq. 13 run backwards), the multi-step baseline.
+
+    ``sigmas`` descend to 0 as for sampling; the walk goes up from the smallest positive σ:
+    x_{i+1} = x̂0(x_i) + σ_{i+1}·(x_i − x̂0(x_i))/σ_i, starting at x = source. Returns x at σ_0.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    up = torch.flip(sigmas[sigmas > 0], [0])
+    s_in = source.new_ones([source.shape[0]])
+    x = source
+    for i in trange(len(up) - 1, disable=disable):
+        x0 = model(x, up[i] * s_in, **extra_args)
+        x = x0 + up[i + 1] * (x - x0) / up[i]
+    return x
+
+
+def encoder_step(eps_fn, source: torch.Tensor, previous: torch.Tensor, t: torch.Tensor,
+                 **cond) -> tuple[torch.Tensor, torch.Tensor]:
+    """The TurboEdit encoder: UNet on cat[z, x̂0_{k−1}] (2C channels) at t_k → (μ, log σ²), each C channels."""
+    out = eps_fn(torch.cat([source, previous], dim=1), t, **cond)
+    mean, logvar = out.chunk(2, dim=1)
+    return mean, logvar.clamp(-10.0, 4.0)
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,10 @@ from .noise import ReBlend
 from .paths import register_model_folders
 from .sampler import FewStepBlendedSampler
 from .schedule import FewStepSchedule
+from .turboedit import CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler
 
-NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, InverFillLoader, InverseNoiseInit]
+NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, InverFillLoader, InverseNoiseInit,
+         CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler]
 
 
 class FewStepExtension(ComfyExtension):

@@ -31,7 +31,7 @@ def _import_real_comfyui() -> bool:
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True
-        import comfy_api.latest  # noqa: F401
+        import comfy_api.latest  # noqa: F401  (fails here when the host cannot import)
     except ImportError:
         sys.path.remove(os.path.abspath(comfy_dir))
         for name in [m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api"))]:
@@ -114,3 +114,35 @@ def tiny_inverfill_run(tiny_bases, tmp_path_factory):
                                              f"--manifest={manifest}"])
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"dir": out, "summary": summary, "manifest": manifest, "weights": out / "inverfill_tiny.safetensors"}
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """scikit-image's bundled photos as a training folder (one with a .txt caption)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("images")
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "hubble_deep_field", "retina",
+                 "immunohistochemistry", "colorwheel", "page", "horse"):
+        img = getattr(data, name)()
+        img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
+        if img.dtype != np.uint8:
+            img = (img.astype(np.float32) / img.max() * 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{name}.png")
+    (folder / "astronaut.txt").write_text("a photo of an astronaut in a white suit")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_turboedit_run(tiny_bases, image_folder, tmp_path_factory):
+    """The documented tiny TurboEdit run (trainers/configs/turboedit_tiny.yaml) on the SD1.5-shaped base."""
+    import json
+
+    out = tmp_path_factory.mktemp("turboedit_tiny")
+    proc = run_module("trainers.turboedit", ["--config", "trainers/configs/turboedit_tiny.yaml",
+                                             f"--base_model={tiny_bases['sd15']}", f"--images_dir={image_folder}",
+                                             f"--output_dir={out}"])
+    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
+            "weights": out / "turboedit_tiny.safetensors"}

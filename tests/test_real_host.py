@@ -83,7 +83,7 @@ def test_live_schemas_match_the_snapshot_and_the_stand_in(server):
 
 def test_example_workflow_is_in_the_template_browser(server):
     templates = server.get_json("/api/workflow_templates")
-    assert {EXAMPLE, "inverfill_inpaint"} <= set(templates.get(PACK_FOLDER, []))
+    assert {EXAMPLE, "inverfill_inpaint", "instant_edit_exact"} <= set(templates.get(PACK_FOLDER, []))
     served = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{EXAMPLE}.json")
     assert served == json.loads((REPO / "example_workflows" / f"{EXAMPLE}.json").read_text())
 
@@ -202,3 +202,20 @@ def test_inverfill_loader_error_reaches_the_user(server):
     assert entry["status"]["status_str"] == "error"
     assert "nope.safetensors' was not found in" in error_message(entry)
     assert server.alive()
+
+
+def test_instant_edit_exact_inversion_runs_to_an_edited_image(server):
+    """The exact-inversion TurboEdit workflow (no weights) on the tiny checkpoint: an edited image comes out."""
+    from PIL import Image
+
+    rgb = rgba_input(server, "edit.png", hole_alpha("none"))
+    prompt = example_prompt("edit.png", example="instant_edit_exact")
+    prompt["10"]["inputs"]["filename_prefix"] = "instant_edit_test"
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    (png,) = server.output_images(entry, "10")
+    out = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert out.shape == (144, 200, 3), "VAE-cropped 203×150 input"
+    assert np.isfinite(out).all() and not np.array_equal(out, rgb[3:147, 1:201])
+    templates = server.get_json("/api/workflow_templates")[PACK_FOLDER]
+    assert {"instant_edit_exact", "instant_edit_encoder"} <= set(templates)

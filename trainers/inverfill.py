@@ -12,7 +12,6 @@ Output ``<output_dir>/<name>.safetensors`` (diffusers UNet keys, metadata) loads
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -31,17 +30,18 @@ from core.random_masks import random_hole_masks
 from core.samplers import sample_fewstep_blended
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel, load_base_model, unet_eps_fn
-from trainers.common.checkpoint import (
-    latest_checkpoint, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint,
-)
+from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import read_prompts, step_generator
 from trainers.common.ema import EMA
 from trainers.common.export import atomic_json, command_line, export_weights, manifest_entry, write_entry
+from trainers.common.run import (
+    cast_tree, ema_weights, frozen_dtype, head, jsonable, make_accelerator, peak_memory, rank_file, resume_state,
+    save_state, split_config_arg, weights_digest,
+)
 from trainers.common.tracking import log_images, save_preview
 
 MODULE = "trainers.inverfill"
-PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -116,7 +116,7 @@ def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], genera
     pixel_mask = random_hole_masks(b, res, res, generator, cfg.mask_probs).to(device)
     cond = base.encode_prompts(picked, device, (res, res))
     g_eps = unet_eps_fn(base.unet)
-    z0 = one_step_generate(g_eps, eps.to(dtype), base.alphas_cumprod, **_cast(cond, dtype)).float()
+    z0 = one_step_generate(g_eps, eps.to(dtype), base.alphas_cumprod, **cast_tree(cond, dtype)).float()
     image = ((base.vae.decode((z0 / base.scaling_factor).to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
     mask = F.interpolate(pixel_mask, size=(h, w), mode="bilinear", align_corners=False)
     if cfg.masking == "latent":
@@ -127,11 +127,7 @@ def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], genera
     return Batch(picked, cond, eps, z0, image, pixel_mask, mask, masked_latent, fresh)
 
 
-def _cast(cond: dict, dtype) -> dict:
-    out = {}
-    for k, v in cond.items():
-        out[k] = _cast(v, dtype) if isinstance(v, dict) else v.to(dtype)
-    return out
+
 
 
 # ------------------------------------------------------------------------------------- model
@@ -139,7 +135,7 @@ def _cast(cond: dict, dtype) -> dict:
 
 def inverfill_forward(f_eps, g_eps, base: BaseModel, batch: Batch, dtype) -> dict:
     """F → Re-Blend → G, with gradients through G into F's output."""
-    cond = _cast(batch.cond, dtype)
+    cond = cast_tree(batch.cond, dtype)
     inverted = invert(f_eps, batch.masked_latent.to(dtype), **cond).float()
     blended = blended_start(inverted, batch.fresh, batch.mask)
     recon = one_step_generate(g_eps, blended.to(dtype), base.alphas_cumprod, **cond).float()
@@ -174,31 +170,14 @@ class Adversary:
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with self.tap.capture():
-            self.base.unet(x_t.to(dtype), t, **_cast(cond, dtype), return_dict=False)
+            self.base.unet(x_t.to(dtype), t, **cast_tree(cond, dtype), return_dict=False)
         return heads(self.tap.take())
 
 
 # -------------------------------------------------------------------------------- evaluation
 
 
-@contextlib.contextmanager
-def ema_weights(model: torch.nn.Module, ema: EMA | None):
-    """Temporarily load EMA weights into ``model`` (no-op without EMA)."""
-    if ema is None:
-        yield
-        return
-    backup = {k: p.detach().clone() for k, p in model.named_parameters() if k in ema.shadow}
-    with torch.no_grad():
-        for k, p in model.named_parameters():
-            if k in ema.shadow:
-                p.copy_(ema.shadow[k].to(p.dtype))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for k, p in model.named_parameters():
-                if k in backup:
-                    p.copy_(backup[k])
+
 
 
 @torch.no_grad()
@@ -214,7 +193,7 @@ def evaluate(cfg, base, f_model, eval_batches: list[Batch], dtype) -> float:
 def preview_rows(cfg, base, f_model, batch: Batch, dtype, steps: int = 4) -> list[torch.Tensor]:
     """Masked input | one-step G(ẑ_T^blend) | 4-step blended sampling from ẑ_T^blend | ground truth."""
     out = inverfill_forward(unet_eps_fn(f_model), unet_eps_fn(base.unet), base, batch, dtype)
-    denoiser = EpsDenoiser(lambda x, t, **c: unet_eps_fn(base.unet)(x.to(dtype), t, **_cast(c, dtype)).float(),
+    denoiser = EpsDenoiser(lambda x, t, **c: unet_eps_fn(base.unet)(x.to(dtype), t, **cast_tree(c, dtype)).float(),
                            base.alphas_cumprod)
     sigmas = fewstep_sigmas(trailing_timesteps(steps), sigmas_from_alphas_cumprod(base.alphas_cumprod)).to(
         batch.z0.device)
@@ -243,8 +222,6 @@ def split_prompts(cfg: InverFillConfig) -> tuple[list[str], list[str]]:
 def check_config(cfg: InverFillConfig) -> None:
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
-    if cfg.mixed_precision not in PRECISIONS:
-        raise ValueError(f"mixed_precision: {cfg.mixed_precision!r} is not one of {list(PRECISIONS)}")
     if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
     if cfg.masking not in ("pixel", "latent"):
@@ -258,31 +235,20 @@ def check_config(cfg: InverFillConfig) -> None:
             raise ValueError(f"{name}: must be at least 1")
 
 
-def cpu_only_launch() -> bool:
-    """Launched by torchrun/accelerate (LOCAL_RANK set) on a machine without CUDA: use multi-CPU (gloo).
 
-    Accelerate only picks its MULTI_CPU mode when asked for the CPU, and ``accelerate launch --cpu``
-    starts a single process, so CPU runs launch with ``--multi_gpu`` (or torchrun) and land here.
-    """
-    import os
-
-    return "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
 
 
 def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     """Run (or resume) training; returns a summary. Multi-process when launched with ``accelerate``."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     check_config(cfg)
     out_dir = Path(cfg.output_dir)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
-                              log_with="tensorboard", project_dir=str(out_dir), cpu=cpu_only_launch())
+    accelerator = make_accelerator(cfg, out_dir)
     device, rank = accelerator.device, accelerator.process_index
     train_prompts, eval_prompts = split_prompts(cfg)
-    frozen_dtype = PRECISIONS[cfg.mixed_precision] if device.type == "cuda" else torch.float32
-    base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).to(device, frozen_dtype)
-    compute_dtype = frozen_dtype
+    compute_dtype = frozen_dtype(cfg, device)
+    base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).to(device, compute_dtype)
 
     f_model = copy.deepcopy(base.unet).float().requires_grad_(True).train()
     if cfg.gradient_checkpointing:
@@ -298,12 +264,13 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
         f_model, optimizer = accelerator.prepare(f_model, optimizer)
     unwrapped = accelerator.unwrap_model(f_model)
     ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    extras = {"critic": (adversary.heads, d_optimizer)} if adversary else {}
 
     metrics: dict = {"eval_known_mse": {}}
     start = 0
     ckpt = latest_checkpoint(out_dir)
     if ckpt is not None:
-        start, metrics = _resume(ckpt, cfg, unwrapped, optimizer, ema, adversary, d_optimizer, accelerator)
+        start, metrics = resume_state(ckpt, cfg, unwrapped, optimizer, ema, extras, accelerator)
     eval_batches = [make_batch(cfg, base, eval_prompts, step_generator(cfg.seed, i, 0, "eval"), device,
                                compute_dtype) for i in range(math.ceil(cfg.eval_count / cfg.batch_size))]
     accelerator.init_trackers("inverfill", config={k: str(v) for k, v in config_dict(cfg).items()})
@@ -351,14 +318,14 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
             accelerator.log({"eval/known_mse": value}, step=done)
         if accelerator.is_main_process and (done % cfg.preview_every == 0 or done == cfg.max_steps):
             with ema_weights(unwrapped, ema):
-                rows = preview_rows(cfg, base, unwrapped, _head(eval_batches[0], cfg.preview_count), compute_dtype)
+                rows = preview_rows(cfg, base, unwrapped, head(eval_batches[0], cfg.preview_count), compute_dtype)
             grid = save_preview(out_dir / "previews" / f"step_{done:08d}.png", rows)
             log_images(accelerator, "preview", grid, done)
         if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-            _save(out_dir, done, cfg, unwrapped, optimizer, ema, adversary, d_optimizer, metrics, accelerator)
+            save_state(out_dir, done, cfg, unwrapped, optimizer, ema, extras, metrics, accelerator)
     metrics["final"] = metrics["eval_known_mse"].get(str(cfg.max_steps), metrics["initial"])
-    weights_sha = _weights_digest(unwrapped, ema)
-    (out_dir / f"rank{rank}.weights.sha256").write_text(weights_sha + "\n")
+    weights_sha = weights_digest(unwrapped, ema)
+    rank_file(out_dir, rank, weights_sha)
     summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
                "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
                **peak_memory(device), "initial_known_mse": metrics["initial"], "final_known_mse": metrics["final"],
@@ -372,22 +339,10 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     return summary
 
 
-def peak_memory(device) -> dict:
-    """Peak memory of this process: CUDA allocator peak on a GPU, else the peak resident set size."""
-    if device.type == "cuda":
-        return {"peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3), "memory": "cuda"}
-    import resource
-
-    return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "memory": "rss"}
 
 
-def _head(batch: Batch, n: int) -> Batch:
-    def cut(v):
-        if isinstance(v, dict):
-            return {k: cut(x) for k, x in v.items()}
-        return v[:n] if torch.is_tensor(v) or isinstance(v, list) else v
 
-    return Batch(**{k: cut(getattr(batch, k)) for k in Batch.__dataclass_fields__})
+
 
 
 def _critic_step(adversary, d_optimizer, accelerator, out, batch, generator, dtype) -> torch.Tensor:
@@ -401,48 +356,13 @@ def _critic_step(adversary, d_optimizer, accelerator, out, batch, generator, dty
     return loss.detach()
 
 
-def _weights_digest(model, ema) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    state = ema.full_state_dict(model) if ema is not None else model.state_dict()
-    for k in sorted(state):
-        digest.update(k.encode())
-        digest.update(state[k].detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
-def _save(out_dir, step, cfg, model, optimizer, ema, adversary, d_optimizer, metrics, accelerator) -> None:
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors = {"model": model.state_dict(), "optimizer": opt_tensors}
-    state = {"config": config_dict(cfg), "optimizer": opt_meta, "metrics": metrics}
-    if ema is not None:
-        tensors["ema"] = ema.state_dict()
-    if adversary is not None:
-        d_tensors, d_meta = optimizer_to_tensors(d_optimizer)
-        tensors["critic"] = accelerator.unwrap_model(adversary.heads).state_dict()
-        tensors["critic_optimizer"], state["critic_optimizer"] = d_tensors, d_meta
-    save_checkpoint(out_dir, step, tensors, state, keep_last=cfg.keep_checkpoints)
 
 
-def _resume(path, cfg, model, optimizer, ema, adversary, d_optimizer, accelerator) -> tuple[int, dict]:
-    tensors, state = load_checkpoint(path)
-    previous = state.get("config", {})
-    if previous.get("base_model") and previous["base_model"] != cfg.base_model:
-        raise ValueError(f"output_dir {cfg.output_dir} holds a run for base_model {previous['base_model']}; "
-                         "use another output_dir")
-    model.load_state_dict(tensors["model"])
-    optimizer_from_tensors(optimizer, tensors["optimizer"], state["optimizer"])
-    if ema is not None and "ema" in tensors:
-        ema.load_state_dict(tensors["ema"])
-    if adversary is not None and "critic" in tensors:
-        accelerator.unwrap_model(adversary.heads).load_state_dict(tensors["critic"])
-        optimizer_from_tensors(d_optimizer, tensors["critic_optimizer"], state["critic_optimizer"])
-    accelerator.print(f"resumed from {path} (step {state['step']})")
-    return int(state["step"]), state.get("metrics", {"eval_known_mse": {}})
+
+
+
 
 
 def _export(cfg, config_path, base, model, ema, step) -> Path:
@@ -450,7 +370,7 @@ def _export(cfg, config_path, base, model, ema, step) -> Path:
     dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.export_dtype]
     metadata = {"kind": "inverfill", "base_family": base.family, "format_version": "1", "step": str(step),
                 "ema": "true" if ema is not None else "false", "key_format": "diffusers",
-                "inversion_timestep": "500", "masking": cfg.masking, "config": config_dict(cfg), "unet_config": _jsonable(base.unet_config)}
+                "inversion_timestep": "500", "masking": cfg.masking, "config": config_dict(cfg), "unet_config": jsonable(base.unet_config)}
     path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state, metadata, dtype)
     entry = manifest_entry(
         path, id=cfg.name.lower().replace("_", "-"), kind="inverfill", name=f"InverFill inversion network ({cfg.name})",
@@ -463,20 +383,11 @@ def _export(cfg, config_path, base, model, ema, step) -> Path:
     return path
 
 
-def _jsonable(config: dict) -> dict:
-    return json.loads(json.dumps(config, default=lambda v: list(v) if isinstance(v, (tuple, set)) else str(v)))
+
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = ""
-    if "--config" in argv:
-        i = argv.index("--config")
-        config_path = argv[i + 1]
-        del argv[i: i + 2]
-    elif any(a.startswith("--config=") for a in argv):
-        config_path = next(a for a in argv if a.startswith("--config=")).split("=", 1)[1]
-        argv = [a for a in argv if not a.startswith("--config=")]
+    config_path, argv = split_config_arg(sys.argv[1:] if argv is None else argv)
     cfg = build_config(InverFillConfig, config_path or None, argv)
     summary = train(cfg, config_path)
     print(json.dumps(summary))

@@ -133,7 +133,51 @@ def inverfill_graph() -> Graph:
     )
 
 
-GRAPHS = [inpaint_graph, inverfill_graph]
+EDIT_NOTE = """## Instant edit (TurboEdit, {method})
+
+1. Load the image and write a **detailed caption** of it in *Caption Editor* (by hand or from any captioner).
+2. Write the edit as `old → new` (or `color: blue`): one attribute changes, everything else is kept.
+3. Queue. *Iterative Inverter* finds the noises of a 4-step trajectory that reproduce the image
+   ({detail}); *TurboEdit Edit Sampler* replays them with the edited caption. Outside the local
+   mask (cross-attention to the changed words, or connect a MASK) the image stays the source.
+
+`strength` in Caption Editor scales the edit; `threshold`/`blur` shape the automatic mask."""
+
+
+def edit_graph(method: str) -> Graph:
+    """TurboEdit: caption edit → inversion → replay with the target caption."""
+    encoder = method == "encoder"
+    detail = ("a trained TurboEdit encoder predicts them: 8 network passes" if encoder
+              else "exact inversion, no extra weights: 4 model passes")
+    nodes = [
+        Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+        Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
+        Node(3, "FewStepCaptionEditor", (380, 0), {"caption": "a photo of a red car parked on a quiet street",
+                                                   "edit": "red → blue", "strength": 1.0, "occurrence": 0},
+             {"clip": (1, 1)}, size=(400, 260)),
+        Node(4, "FewStepIterativeInverter", (380, 300), {"steps": 4, "method": method, "seed": 0},
+             {"model": (1, 0), "conditioning": (3, 0), "image": (2, 0), "vae": (1, 2),
+              **({"encoder": (11, 0)} if encoder else {})}, size=(320, 250)),
+        Node(5, "FewStepTurboEditSampler", (820, 300), {"local_mask": "auto", "threshold": 0.4, "blur": 0},
+             {"inversion": (4, 0), "tokens": (3, 4)}, size=(300, 170)),
+        Node(6, "DisableNoise", (820, 0), size=(200, 30)),
+        Node(7, "BasicGuider", (820, 80), links={"model": (1, 0), "conditioning": (3, 1)}, size=(200, 50)),
+        Node(8, "SamplerCustomAdvanced", (1140, 0), links={
+            "noise": (6, 0), "guider": (7, 0), "sampler": (5, 0), "sigmas": (4, 2), "latent_image": (4, 3)},
+            size=(240, 110)),
+        Node(9, "VAEDecode", (1140, 160), links={"samples": (8, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(10, "SaveImage", (1420, 0), {"filename_prefix": f"instant_edit_{method}"}, {"images": (9, 0)},
+             size=(400, 450)),
+    ]
+    if encoder:
+        nodes.append(Node(11, "FewStepTurboEditLoader", (0, 540), {"encoder_name": "turboedit_sdxl_turbo.safetensors"},
+                          {"model": (1, 0)}, size=(320, 80)))
+    return Graph(name=f"instant_edit_{method}", title=f"Instant edit ({'TurboEdit encoder' if encoder else 'exact inversion'})",
+                 note=EDIT_NOTE.format(method="TurboEdit encoder" if encoder else "exact inversion", detail=detail),
+                 nodes=nodes)
+
+
+GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder")]
 
 
 def _widget_values(node: Node, info: dict) -> list:
