@@ -5,13 +5,14 @@ from ._api import ComfyExtension
 from .composite import ExactComposite
 from .inverfill import InverFillLoader, InverseNoiseInit
 from .noise import ReBlend
+from .rad import RegionAwareSampler
 from .paths import register_model_folders
 from .sampler import FewStepBlendedSampler
 from .schedule import FewStepSchedule
 from .turboedit import CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler
 
 NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, InverFillLoader, InverseNoiseInit,
-         CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler]
+         CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler, RegionAwareSampler]
 
 
 class FewStepExtension(ComfyExtension):

@@ -146,3 +146,14 @@ def tiny_turboedit_run(tiny_bases, image_folder, tmp_path_factory):
                                              f"--output_dir={out}"])
     return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
             "weights": out / "turboedit_tiny.safetensors"}
+
+
+@pytest.fixture(scope="session")
+def tiny_rad_run(tiny_bases, image_folder, tmp_path_factory):
+    """The documented tiny RAD run (trainers/configs/rad_tiny.yaml) on the SD1.5-shaped base."""
+    import json
+
+    out = tmp_path_factory.mktemp("rad_tiny")
+    proc = run_module("trainers.rad", ["--config", "trainers/configs/rad_tiny.yaml", f"--base_model={tiny_bases['sd15']}",
+                                       f"--images_dir={image_folder}", f"--output_dir={out}"])
+    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]), "weights": out / "rad_tiny.safetensors"}

@@ -219,3 +219,22 @@ def test_instant_edit_exact_inversion_runs_to_an_edited_image(server):
     assert np.isfinite(out).all() and not np.array_equal(out, rgb[3:147, 1:201])
     templates = server.get_json("/api/workflow_templates")[PACK_FOLDER]
     assert {"instant_edit_exact", "instant_edit_encoder"} <= set(templates)
+
+
+def test_region_aware_inpaint_runs_and_keeps_unmasked_pixels(server, tiny_rad_run):
+    """The RAD workflow, without and with the tiny trainer's LoRA (from an extra models/fewstep/rad path)."""
+    import shutil
+
+    from PIL import Image
+
+    folder = server.base / "models" / "extra_rad"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_rad_run["weights"], folder / "tiny_rad.safetensors")
+    alpha = hole_alpha("box")
+    rgb = rgba_input(server, "rad.png", alpha)
+    for lora in ("none", "tiny_rad.safetensors"):
+        entry = server.run(example_prompt("rad.png", {("6", "rad_lora"): lora}, example="region_aware_inpaint"))
+        assert entry["status"]["status_str"] == "success", (lora, error_message(entry))
+        (png,) = server.output_images(entry, "9")
+        out = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        assert out.shape == rgb.shape and np.array_equal(out[alpha == 255], rgb[alpha == 255])

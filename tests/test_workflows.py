@@ -25,7 +25,8 @@ def api_files():
 
 def test_there_is_an_inpaint_example_and_its_twin():
     names = {p.stem for p in ui_files()}
-    assert {"fewstep_inpaint_no_extra_weights", "inverfill_inpaint", "instant_edit_exact", "instant_edit_encoder"} <= names
+    assert {"fewstep_inpaint_no_extra_weights", "inverfill_inpaint", "instant_edit_exact", "instant_edit_encoder",
+            "region_aware_inpaint"} <= names
     assert {p.name[: -len(".api.json")] for p in api_files()} == names
 
 

@@ -77,6 +77,8 @@ class ComfyServer:
             "  custom_nodes: custom_nodes\n"
             "  checkpoints: models/checkpoints\n"
             "  fewstep_inverfill: models/extra_inverfill\n"
+            "  fewstep_rad: models/extra_rad\n"
+            "  fewstep_turboedit: models/extra_turboedit\n"
         )
         self.process: subprocess.Popen | None = None
 

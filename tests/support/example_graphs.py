@@ -177,7 +177,42 @@ def edit_graph(method: str) -> Graph:
                  nodes=nodes)
 
 
-GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder")]
+RAD_NOTE = """## Region-aware inpaint (RAD)
+
+*Region-Aware Sampler* gives every latent pixel its own noise level from the mask: known pixels are never
+noised (they come out exactly as they went in), the hole follows the few-step schedule, and soft mask
+values give per-pixel strength. The UNet sees a per-pixel time embedding.
+
+It runs on any ε-prediction few-step model, but fills are good only with a RAD LoRA trained for the model
+(`python -m trainers.rad --config trainers/configs/rad_sdxl.yaml`), picked in `rad_lora`."""
+
+
+def rad_graph() -> Graph:
+    """RAD: per-pixel noise levels in one sampler node."""
+    return Graph(
+        name="region_aware_inpaint",
+        title="Region-aware inpaint",
+        note=RAD_NOTE,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "FewStepRegionAwareSampler", (820, 0),
+                 {"steps": 4, "seed": 5, "cfg": 1.0, "rad_lora": "none", "lora_strength": 1.0},
+                 {"model": (1, 0), "positive": (3, 0), "latent": (5, 0)}, size=(320, 260)),
+            Node(7, "VAEDecode", (1160, 0), links={"samples": (6, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(8, "FewStepExactComposite", (1160, 100), {"grow": 0, "feather": 4, "color_match": 1.0},
+                 {"original": (2, 0), "generated": (7, 0), "mask": (2, 1)}, size=(280, 170)),
+            Node(9, "SaveImage", (1480, 0), {"filename_prefix": "region_aware_inpaint"}, {"images": (8, 0)},
+                 size=(400, 450)),
+        ],
+    )
+
+
+GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder"), rad_graph]
 
 
 def _widget_values(node: Node, info: dict) -> list:

@@ -26,14 +26,14 @@ def render(node_cls) -> dict:
 def normalise(info: dict) -> dict:
     """JSON round trip (tuples → lists, key order irrelevant) minus host-dependent parts.
 
-    The options of file-list Combos (inputs named ``*_name``, e.g. ``network_name``) depend on the
-    files on disk, so they are emptied.
+    File names in Combo options (the weight lists, e.g. ``network_name``) depend on the files on
+    disk, so they are dropped; fixed entries such as ``none`` stay.
     """
     data = json.loads(json.dumps(info, default=str))
     for group in data.get("input", {}).values():
-        for name, spec in group.items():
-            if name.endswith("_name") and isinstance(spec, list) and len(spec) > 1 and "options" in spec[1]:
-                spec[1]["options"] = []
+        for spec in group.values():
+            if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
+                spec[1]["options"] = [o for o in spec[1]["options"] if not str(o).endswith(".safetensors")]
     return {k: v for k, v in data.items() if k not in HOST_KEYS and v is not None}
 
 

@@ -87,14 +87,21 @@ def peak_memory(device) -> dict:
     return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "memory": "rss"}
 
 
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {k for k, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
+
+
 def save_state(out_dir, step: int, cfg, model, optimizer, ema: EMA | None, extras: dict, metrics: dict,
-               accelerator) -> None:
-    """Checkpoint weights, optimizer, EMA and extra (module, optimizer) pairs, from the main process."""
+               accelerator, trainable_only: bool = False) -> None:
+    """Checkpoint weights (all, or only the trainable ones for adapters), optimizer, EMA and extra
+    (module, optimizer) pairs, from the main process."""
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors = {"model": model.state_dict(), "optimizer": opt_tensors}
+    weights = trainable_state(model) if trainable_only else model.state_dict()
+    tensors = {"model": weights, "optimizer": opt_tensors}
     state = {"config": config_dict(cfg), "optimizer": opt_meta, "metrics": metrics}
     if ema is not None:
         tensors["ema"] = ema.state_dict()
@@ -105,14 +112,21 @@ def save_state(out_dir, step: int, cfg, model, optimizer, ema: EMA | None, extra
     save_checkpoint(out_dir, step, tensors, state, keep_last=cfg.keep_checkpoints)
 
 
-def resume_state(path, cfg, model, optimizer, ema: EMA | None, extras: dict, accelerator) -> tuple[int, dict]:
+def resume_state(path, cfg, model, optimizer, ema: EMA | None, extras: dict, accelerator,
+                 trainable_only: bool = False) -> tuple[int, dict]:
     """Load a checkpoint written by :func:`save_state`; refuse one made for another base model."""
     tensors, state = load_checkpoint(path)
     previous = state.get("config", {})
     if previous.get("base_model") and previous["base_model"] != cfg.base_model:
         raise ValueError(f"output_dir {cfg.output_dir} holds a run for base_model {previous['base_model']}; "
                          "use another output_dir")
-    model.load_state_dict(tensors["model"])
+    if trainable_only:
+        missing = set(trainable_state(model)) - set(tensors["model"])
+        if missing:
+            raise ValueError(f"{path}: checkpoint lacks {len(missing)} trainable weights (another configuration?)")
+        model.load_state_dict(tensors["model"], strict=False)
+    else:
+        model.load_state_dict(tensors["model"])
     optimizer_from_tensors(optimizer, tensors["optimizer"], state["optimizer"])
     if ema is not None and "ema" in tensors:
         ema.load_state_dict(tensors["ema"])

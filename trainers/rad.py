@@ -1,0 +1,310 @@
+"""RAD trainer: LoRA + fully trained time layers so a few-step UNet works with per-pixel noise levels.
+
+    python -m trainers.rad --config trainers/configs/rad_sdxl.yaml [--key=value …]
+
+Per step (Kim et al., CVPR 2025, §3.4, adapted to latents, methods.md §3.6): a Perlin hole m at
+latent resolution (random cell size, masked fraction ~ U(0, 1)), t ~ U{t_min..t_max}; per-pixel
+ā = ᾱ_t^{g(m)}, x = √ā⊙z0 + √(1−ā)⊙ε, τ = τ(ā) per pixel; ε̂ = UNet(x, τ-map) with the spatial time
+embedding; loss = element-wise ε-MSE over the noised pixels. Trained: LoRA (rank r) on attention
+(to_q/k/v/out) and convolutions (conv1/conv2/conv_in/conv_out), and every time layer in full; the
+base stays frozen. Output: one ``.safetensors`` in the kohya LoRA layout with ``.diff`` keys for the
+time layers: core LoraLoader and the Region-Aware Sampler both load it.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.lora import diff_state, inject_lora, lora_state
+from core.rad import abar_phase1, nu_of, region_aware_denoise, sample_region_aware, sigma_maps, timestep_map
+from core.random_masks import perlin_mask
+from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
+from trainers.common.base_model import BaseModel, load_base_model
+from trainers.common.checkpoint import latest_checkpoint
+from trainers.common.config import build_config, config_dict
+from trainers.common.data import step_generator
+from trainers.common.ema import EMA
+from trainers.common.export import atomic_json, command_line, export_weights, manifest_entry, write_entry
+from trainers.common.images import load_image, scan_images
+from trainers.common.run import (
+    cast_tree, ema_weights, frozen_dtype, head, make_accelerator, peak_memory, rank_file, resume_state,
+    save_state, split_config_arg, weights_digest,
+)
+from trainers.common.tracking import log_images, save_preview
+from trainers.rad_unet import check_unet, spatial_forward
+
+MODULE = "trainers.rad"
+TIME_LAYERS = ("time_embedding.linear_1", "time_embedding.linear_2", "time_emb_proj")
+
+
+@dataclass
+class RADConfig:
+    """Every option; defaults follow the paper (§3.4) where they carry over to latents."""
+
+    base_model: str = ""
+    single_file_config: str = ""
+    images_dir: str = ""
+    default_caption: str = "a photo"
+    eval_count: int = 4
+    output_dir: str = "runs/rad"
+    name: str = "rad"
+    resolution: int = 1024
+    batch_size: int = 1
+    grad_accum: int = 8
+    max_steps: int = 10000
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    rank: int = 16
+    lora_alpha: float = 16.0
+    lora_targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2",
+                                                        "conv_in", "conv_out"])
+    timestep_range: list = field(default_factory=lambda: [0, 999])
+    mask_fraction: list = field(default_factory=lambda: [0.0, 1.0])
+    steps: int = 4  # the few-step grid used for previews and recorded in the metadata
+    ema_decay: float = 0.999
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_every: int = 250
+    preview_every: int = 500
+    preview_count: int = 4
+    export_dtype: str = "fp16"
+    manifest: str = ""
+    license: str = "same as the base model"
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    source: torch.Tensor  # z0, model space
+    cond: dict
+    mask: torch.Tensor  # (B,1,h,w) Perlin hole at latent resolution
+    t: torch.Tensor  # (B,)
+    noise: torch.Tensor
+
+
+def is_time_layer(name: str) -> bool:
+    return any(part in name for part in TIME_LAYERS)
+
+
+def prepare_unet(unet, cfg: RADConfig) -> tuple[dict, dict]:
+    """Freeze the base, inject LoRA, unfreeze the time layers; returns (loras, base time weights)."""
+    check_unet(unet)
+    unet.requires_grad_(False)
+    time_base = {k: v.detach().clone() for k, v in unet.state_dict().items() if is_time_layer(k)}
+    loras = inject_lora(unet, list(cfg.lora_targets), cfg.rank, cfg.lora_alpha)
+    adapter_prefixes = tuple(f"{p}.{part}." for p in loras for part in ("down", "up"))
+    for name, param in unet.named_parameters():
+        if name.startswith(adapter_prefixes) or is_time_layer(name):
+            param.requires_grad_(True)
+    return loras, time_base
+
+
+def exported_state(unet, loras: dict, time_base: dict) -> dict[str, torch.Tensor]:
+    """kohya LoRA tensors + ``.diff`` deltas of the time layers."""
+    trained = {k: v for k, v in unet.state_dict().items() if is_time_layer(k)}
+    return {**lora_state(loras), **diff_state(trained, time_base)}
+
+
+@torch.no_grad()
+def make_batch(cfg, base: BaseModel, items, indices, generator, device, dtype) -> Batch:
+    images = torch.stack([load_image(items[i].path, cfg.resolution) for i in indices]).to(device)
+    source = base.vae.encode((images * 2 - 1).to(dtype)).latent_dist.mean.float() * base.scaling_factor
+    b, _, h, w = source.shape
+    mask = torch.stack([perlin_mask(h, w, generator, fraction=tuple(cfg.mask_fraction)) for _ in range(b)]).to(device)
+    lo, hi = cfg.timestep_range
+    t = torch.randint(lo, hi + 1, (b,), generator=generator).to(device)
+    noise = torch.randn(source.shape, generator=generator).to(device)
+    cond = base.encode_prompts([items[i].caption for i in indices], device, (cfg.resolution, cfg.resolution))
+    return Batch(images, source, cond, mask, t, noise)
+
+
+def rad_loss(unet, base: BaseModel, batch: Batch, dtype, checkpointing: bool) -> torch.Tensor:
+    """Element-wise ε-MSE over the noised pixels at per-pixel noise levels ā = ᾱ_t^{g(m)}."""
+    alphas = base.alphas_cumprod.to(batch.source.device)
+    abar = torch.stack([abar_phase1(float(alphas[t]), m, nu_of(alphas)) for t, m in zip(batch.t, batch.mask)])
+    abar = abar.to(batch.source.device)
+    x = abar.sqrt().float() * batch.source + (1 - abar).sqrt().float() * batch.noise
+    tau = timestep_map(abar, alphas)
+    cond = cast_tree(batch.cond, dtype)
+    eps = spatial_forward(unet, x.to(dtype), tau, cond["encoder_hidden_states"], cond.get("added_cond_kwargs"),
+                          gradient_checkpointing=checkpointing).float()
+    weight = (batch.mask > 0).float().expand_as(eps)
+    return ((eps - batch.noise) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def evaluate(unet, base, batches, dtype) -> float:
+    return sum(float(rad_loss(unet, base, b, dtype, False)) for b in batches) / len(batches)
+
+
+@torch.no_grad()
+def preview_rows(cfg, unet, base: BaseModel, batch: Batch, dtype) -> list[torch.Tensor]:
+    """Masked input | region-aware few-step fill | original."""
+    table = sigmas_from_alphas_cumprod(base.alphas_cumprod).float()
+    timesteps = trailing_timesteps(cfg.steps)
+    hole = (batch.mask > 0.5).float()
+    maps = sigma_maps(base.alphas_cumprod, timesteps, hole)
+    cond = cast_tree(batch.cond, dtype)
+
+    def eps_fn(x, tau, **c):
+        return spatial_forward(unet, x.to(dtype), tau, cond["encoder_hidden_states"], cond.get("added_cond_kwargs")).float()
+
+    def model(x, smap, **kw):
+        return region_aware_denoise(eps_fn, x, smap.to(x), table.to(x.device))
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    out = sample_region_aware(model, batch.source, fewstep_sigmas(timesteps, table), disable=True,
+                              source=batch.source, maps=maps,
+                              noise_sampler=lambda i: torch.randn(batch.source.shape, generator=generator).to(batch.source))
+
+    def decode(z):
+        return ((base.vae.decode((z / base.scaling_factor).to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
+
+    pixel_hole = torch.nn.functional.interpolate(hole, size=batch.images.shape[-2:], mode="nearest")
+    return [batch.images * (1 - pixel_hole), decode(out), batch.images]
+
+
+def check_config(cfg: RADConfig) -> None:
+    if not cfg.base_model:
+        raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
+    if not cfg.images_dir:
+        raise ValueError("images_dir: set it to a folder of images (optional same-name .txt captions)")
+    if cfg.rank < 1:
+        raise ValueError(f"rank: must be at least 1, got {cfg.rank}")
+    lo, hi = cfg.timestep_range
+    if not 0 <= lo <= hi <= 999:
+        raise ValueError(f"timestep_range: {cfg.timestep_range} must satisfy 0 ≤ lo ≤ hi ≤ 999")
+    if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
+    for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "eval_every", "preview_every"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: must be at least 1")
+
+
+def train(cfg: RADConfig, config_path: str = "") -> dict:
+    from tqdm.auto import tqdm
+
+    check_config(cfg)
+    out_dir = Path(cfg.output_dir)
+    items, skipped = scan_images(cfg.images_dir, cfg.default_caption)
+    train_items = items[: -cfg.eval_count] if len(items) > cfg.eval_count else items
+    eval_items = items[-cfg.eval_count:]
+    accelerator = make_accelerator(cfg, out_dir)
+    device, rank = accelerator.device, accelerator.process_index
+    dtype = frozen_dtype(cfg, device)
+    base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).to(device, dtype)
+    unet = base.unet
+    loras, time_base = prepare_unet(unet, cfg)
+    for p in unet.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    unwrapped = accelerator.unwrap_model(unet)
+    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    metrics: dict = {"eval_masked_eps_mse": {}, "skipped": skipped}
+    start = 0
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        start, metrics = resume_state(ckpt, cfg, unwrapped, optimizer, ema, {}, accelerator, trainable_only=True)
+    eval_batches = []
+    for i in range(0, len(eval_items), cfg.batch_size):
+        g = step_generator(cfg.seed, i, 0, "eval")
+        eval_batches.append(make_batch(cfg, base, eval_items, range(i, min(i + cfg.batch_size, len(eval_items))), g,
+                                       device, dtype))
+    accelerator.init_trackers("rad", config={k: str(v) for k, v in config_dict(cfg).items()})
+    if "initial" not in metrics:
+        metrics["initial"] = evaluate(unwrapped, base, eval_batches, dtype)
+        metrics["eval_masked_eps_mse"]["0"] = metrics["initial"]
+
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="RAD",
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    t0, step_times = time.time(), []
+    for step in bar:
+        step_start = time.perf_counter()
+        for micro in range(cfg.grad_accum):
+            generator = step_generator(cfg.seed, step * cfg.grad_accum + micro, rank)
+            indices = torch.randint(len(train_items), (cfg.batch_size,), generator=generator).tolist()
+            batch = make_batch(cfg, base, train_items, indices, generator, device, dtype)
+            with accelerator.accumulate(unet), accelerator.autocast():
+                loss = rad_loss(unwrapped, base, batch, dtype, cfg.gradient_checkpointing)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(unwrapped, step)
+        step_times.append(time.perf_counter() - step_start)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            accelerator.log({"train/loss": float(loss.detach())}, step=done)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            with ema_weights(unwrapped, ema):
+                value = evaluate(unwrapped, base, eval_batches, dtype)
+            metrics["eval_masked_eps_mse"][str(done)] = value
+            accelerator.log({"eval/masked_eps_mse": value}, step=done)
+        if accelerator.is_main_process and (done % cfg.preview_every == 0 or done == cfg.max_steps):
+            with ema_weights(unwrapped, ema):
+                rows = preview_rows(cfg, unwrapped, base, head(eval_batches[0], cfg.preview_count), dtype)
+            log_images(accelerator, "preview", save_preview(out_dir / "previews" / f"step_{done:08d}.png", rows), done)
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+            save_state(out_dir, done, cfg, unwrapped, optimizer, ema, {}, metrics, accelerator, trainable_only=True)
+    metrics["final"] = metrics["eval_masked_eps_mse"].get(str(cfg.max_steps), metrics["initial"])
+    digest = weights_digest(unwrapped, ema)
+    rank_file(out_dir, rank, digest)
+    summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
+               "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
+               **peak_memory(device), "initial_masked_eps_mse": metrics["initial"],
+               "final_masked_eps_mse": metrics["final"], "skipped_images": len(skipped), "weights_sha256": digest}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with ema_weights(unwrapped, ema):
+            path = export(cfg, config_path, base, exported_state(unwrapped, loras, time_base))
+        summary["weights"] = str(path)
+        atomic_json(out_dir / "metrics.json", {**metrics, **summary})
+    accelerator.end_training()
+    return summary
+
+
+def export(cfg, config_path, base, state: dict) -> Path:
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.export_dtype]
+    metadata = {"kind": "rad", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
+                "ema": "true" if cfg.ema_decay > 0 else "false", "key_format": "kohya", "rank": str(cfg.rank),
+                "lora_alpha": str(cfg.lora_alpha), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
+                "config": config_dict(cfg)}
+    path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state, metadata, dtype)
+    entry = manifest_entry(
+        path, id=cfg.name.lower().replace("_", "-"), kind="rad", name=f"RAD LoRA + time layers ({cfg.name})",
+        base=base.family.upper(), base_family=base.family, node="FewStepRegionAwareSampler", trainer=MODULE,
+        command=command_line(MODULE), config=config_path, license=cfg.license,
+        reference="https://arxiv.org/abs/2412.09191",
+        description=f"RAD per-pixel time embedding LoRA (rank {cfg.rank}) for {Path(cfg.base_model).name}",
+    )
+    write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    config_path, argv = split_config_arg(sys.argv[1:] if argv is None else argv)
+    cfg = build_config(RADConfig, config_path or None, argv)
+    print(json.dumps(train(cfg, config_path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
