@@ -19,7 +19,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pt2"}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 METADATA_PREFIX = "fewstep."
-JSON_METADATA_KEYS = {"config", "unet_config"}
+JSON_METADATA_KEYS = {"config", "unet_config", "adapter_config"}
 
 
 class WeightFileError(ValueError):

@@ -7,12 +7,15 @@ from .inverfill import InverFillLoader, InverseNoiseInit
 from .noise import ReBlend
 from .rad import RegionAwareSampler
 from .paths import register_model_folders
+from .sam2 import SAM2Loader, SAM2Mask
 from .sampler import FewStepBlendedSampler
 from .schedule import FewStepSchedule
 from .turboedit import CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler
+from .turbofill import TurboFillAdapterApply, TurboFillLoader
 
 NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, InverFillLoader, InverseNoiseInit,
-         CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler, RegionAwareSampler]
+         CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler, RegionAwareSampler,
+         TurboFillLoader, TurboFillAdapterApply, SAM2Loader, SAM2Mask]
 
 
 class FewStepExtension(ComfyExtension):

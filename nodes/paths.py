@@ -9,6 +9,8 @@ from ..core.weights import WeightFileError, load_weights
 
 KINDS = ("inverfill", "turbofill", "rad", "turboedit")
 EXTENSIONS = {".safetensors"}
+SAM2_FOLDERS = ("sam2", "sams")  # "sams" is shared with other segment-anything packs
+SAM2_EXTENSIONS = {".safetensors", ".pt", ".pth"}
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,62 @@ def register_model_folders() -> None:
             os.makedirs(default, exist_ok=True)
         except OSError as err:  # read-only installs still work with extra paths
             log.debug("FewStep: cannot create %s: %s", default, err)
+    register_sam2_folders()
+
+
+def register_sam2_folders() -> None:
+    """Register ``models/sam2`` and ``models/sams`` for SAM2 checkpoints, keeping paths and extensions set elsewhere."""
+    import folder_paths
+
+    for key in SAM2_FOLDERS:
+        default = os.path.join(folder_paths.models_dir, key)
+        paths, extensions = folder_paths.folder_names_and_paths.get(key, ([], set()))
+        paths = list(paths)
+        if default not in paths:
+            paths.insert(0, default)
+        folder_paths.folder_names_and_paths[key] = (paths, set(extensions) | SAM2_EXTENSIONS)
+    try:
+        os.makedirs(os.path.join(folder_paths.models_dir, SAM2_FOLDERS[0]), exist_ok=True)
+    except OSError as err:
+        log.debug("FewStep: cannot create the sam2 folder: %s", err)
+
+
+def sam2_files() -> list[str]:
+    """SAM2 checkpoint names for the loader's Combo (empty where folder_paths is unavailable)."""
+    try:
+        import folder_paths
+    except ImportError:
+        return []
+    names = []
+    for key in SAM2_FOLDERS:
+        try:
+            names += [n for n in folder_paths.get_filename_list(key) if n not in names]
+        except KeyError:
+            continue
+    return names
+
+
+def sam2_missing_message(filename: str) -> str:
+    """Where to put which SAM2 checkpoint."""
+    import folder_paths
+
+    folders = [p for key in SAM2_FOLDERS for p in folder_paths.folder_names_and_paths.get(key, ([], set()))[0]]
+    which = f"{filename!r} was not found" if filename else "no SAM2 checkpoint found"
+    return (f"SAM2 Loader: {which}. Put a SAM2 / SAM2.1 checkpoint (e.g. sam2.1_hiera_tiny.pt or a .safetensors "
+            "conversion, from facebookresearch/sam2 or huggingface.co/facebook/sam2.1-hiera-tiny) into "
+            f"{' or '.join(folders) or 'ComfyUI/models/sam2'}, then refresh the page.")
+
+
+def sam2_path(filename: str) -> str:
+    """Full path of a SAM2 checkpoint, or a FileNotFoundError saying where to put one."""
+    import folder_paths
+
+    for key in SAM2_FOLDERS:
+        registered = key in folder_paths.folder_names_and_paths
+        path = folder_paths.get_full_path(key, filename) if filename and registered else None
+        if path and os.path.isfile(path):
+            return path
+    raise FileNotFoundError(sam2_missing_message(filename))
 
 
 def weight_path(kind: str, filename: str) -> str:

@@ -157,3 +157,27 @@ def tiny_rad_run(tiny_bases, image_folder, tmp_path_factory):
     proc = run_module("trainers.rad", ["--config", "trainers/configs/rad_tiny.yaml", f"--base_model={tiny_bases['sd15']}",
                                        f"--images_dir={image_folder}", f"--output_dir={out}"])
     return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]), "weights": out / "rad_tiny.safetensors"}
+
+
+@pytest.fixture(scope="session")
+def fill_folder(image_folder, tmp_path_factory):
+    """The photos as a TurboFill dataset: name.png + name_mask.png (random shapes) + name.txt."""
+    from .support.fill_dataset import build_fill_dataset
+
+    return build_fill_dataset(image_folder, tmp_path_factory.mktemp("fill"))
+
+
+@pytest.fixture(scope="session")
+def tiny_turbofill_run(tiny_bases, fill_folder, tmp_path_factory):
+    """The documented tiny TurboFill run (trainers/configs/turbofill_tiny.yaml) on the SD1.5-shaped base."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("turbofill_tiny")
+    manifest = out / "weights_manifest.json"
+    shutil.copy(REPO / "weights_manifest.json", manifest)
+    proc = run_module("trainers.turbofill", ["--config", "trainers/configs/turbofill_tiny.yaml",
+                                             f"--base_model={tiny_bases['sd15']}", f"--images_dir={fill_folder}",
+                                             f"--output_dir={out}", f"--manifest={manifest}"])
+    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]), "manifest": manifest,
+            "weights": out / "turbofill_tiny.safetensors"}

@@ -62,9 +62,33 @@ def test_ci_runs_the_readme_test_command_with_pinned_torch():
     assert "-r requirements.txt" in ci and "-r tests/requirements.txt" in ci
 
 
+def torch_load_calls(tree: ast.AST):
+    """``torch.load(...)`` calls in a module, with whether they pass ``weights_only=True``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+            safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                       for k in node.keywords)
+            yield node.lineno, safe
+
+
 def test_no_pickle_loading_anywhere():
+    """Only tensors-only ``torch.load(weights_only=True)`` (Meta's SAM2 .pt files); never pickle of objects."""
     shipped = [REPO / "__init__.py", *(p for d in ("core", "nodes", "trainers", "benchmarks")
                                          for p in (REPO / d).rglob("*.py"))]
     for path in shipped:
         text = path.read_text()
-        assert "torch.load(" not in text and "pickle.load" not in text, path
+        assert "pickle.load" not in text, path
+        tree = ast.parse(text)
+        calls = list(torch_load_calls(tree))
+        references = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "load"
+                      and isinstance(n.value, ast.Name) and n.value.id == "torch"]
+        imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "torch"
+                   and any(a.name == "load" for a in n.names)]
+        assert len(references) == len(calls) and not imports, f"{path}: torch.load used other than by a call"
+        assert all(safe for _, safe in calls), f"{path}:{[line for line, safe in calls if not safe]}: weights_only=True"
+
+
+def test_torch_load_check_catches_unsafe_calls():
+    found = list(torch_load_calls(ast.parse("torch.load(p)\ntorch.load(p, weights_only=True)\n")))
+    assert found == [(1, False), (2, True)]

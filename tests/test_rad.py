@@ -134,7 +134,7 @@ def tiny_unet(sdxl: bool):
 @pytest.mark.parametrize("sdxl", [False, True], ids=["sd15-like", "sdxl-like"])
 def test_uniform_time_map_equals_the_unpatched_unet(sdxl):
     """Done-when (trainer side): the spatial-time-embedding forward equals the model for a uniform map."""
-    from trainers.rad_unet import spatial_forward
+    from trainers.common.unet_walk import spatial_forward
 
     unet = tiny_unet(sdxl)
     x, ctx = torch.randn(2, 4, 16, 16), torch.randn(2, 6, 32)

@@ -14,6 +14,7 @@ import pytest
 
 from .support.comfy_server import CHECKPOINT, PACK_FOLDER, ComfyServer, comfyui_dir, error_message, tiny_checkpoint
 from .support.node_schemas import load_snapshot, normalise
+from .support.tiny_sam2 import requires_sam2
 
 pytestmark = pytest.mark.skipif(comfyui_dir() is None, reason="set COMFYUI_DIR to run real-host tests")
 
@@ -238,3 +239,60 @@ def test_region_aware_inpaint_runs_and_keeps_unmasked_pixels(server, tiny_rad_ru
         (png,) = server.output_images(entry, "9")
         out = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         assert out.shape == rgb.shape and np.array_equal(out[alpha == 255], rgb[alpha == 255])
+
+
+def test_turbofill_example_runs_with_the_tiny_trainer_adapter(server, tiny_turbofill_run):
+    """The TurboFill workflow with the adapter the documented tiny trainer run produced, loaded as is."""
+    import shutil
+
+    folder = server.base / "models" / "extra_turbofill"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_turbofill_run["weights"], folder / "tiny_turbofill.safetensors")
+    assert "tiny_turbofill.safetensors" in server.get_json("/models/fewstep_turbofill")
+    alpha = hole_alpha("box")
+    rgb = rgba_input(server, "turbofill.png", alpha)
+    prompt = example_prompt("turbofill.png", {("6", "adapter_name"): "tiny_turbofill.safetensors"},
+                            example="turbofill_inpaint")
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    out = output_rgb(server, entry)
+    assert out.shape == rgb.shape and np.array_equal(out[alpha == 255], rgb[alpha == 255])
+    assert not np.array_equal(out[alpha == 0], rgb[alpha == 0])
+    from core.weights import load_weights, save_weights
+
+    sd, meta = load_weights(tiny_turbofill_run["weights"])
+    save_weights(folder / "tiny_turbofill_sdxl.safetensors", sd, {**meta, "base_family": "sdxl"})
+    prompt["6"]["inputs"]["adapter_name"] = "tiny_turbofill_sdxl.safetensors"
+    bad = server.run(prompt)
+    assert bad["status"]["status_str"] == "error" and "trained for a sdxl base" in error_message(bad)
+    assert server.alive()
+
+
+@requires_sam2
+def test_sam2_click_example_runs_to_an_inpainted_image(server, tmp_path_factory):
+    """The SAM2 click workflow with a random tiny SAM2.1 (.safetensors in an extra models/sam2 path)."""
+    import shutil
+
+    from PIL import Image
+    from scipy.ndimage import binary_dilation
+
+    from .support.tiny_sam2 import shared_tiny_sam2
+
+    folder = server.base / "models" / "extra_sam2"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shared_tiny_sam2(tmp_path_factory).safetensors, folder / "sam2_tiny_random.safetensors")
+    rgb = rgba_input(server, "sam2.png", hole_alpha("none"))
+    prompt = example_prompt("sam2.png", {("15", "sam2_name"): "sam2_tiny_random.safetensors"},
+                            example="sam2_click_inpaint")
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    out = output_rgb(server, entry)
+    assert out.shape == rgb.shape
+    (preview,) = server.output_images(entry, "19")
+    mask = np.asarray(Image.open(io.BytesIO(preview)).convert("L")) > 0
+    assert mask.shape == rgb.shape[:2], "SAM2 Mask gives a MASK of the image's size"
+    far = ~binary_dilation(mask, iterations=12)
+    assert np.array_equal(out[far], rgb[far]), "pixels away from the SAM2 mask are the input's"
+    prompt["16"]["inputs"]["positive_points"] = '[{"x": 500, "y": 70}]'
+    bad = server.run(prompt)
+    assert bad["status"]["status_str"] == "error" and "positive_points" in error_message(bad) and server.alive()

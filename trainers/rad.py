@@ -35,7 +35,7 @@ from trainers.common.run import (
     save_state, split_config_arg, weights_digest,
 )
 from trainers.common.tracking import log_images, save_preview
-from trainers.rad_unet import check_unet, spatial_forward
+from trainers.common.unet_walk import check_unet, spatial_forward
 
 MODULE = "trainers.rad"
 TIME_LAYERS = ("time_embedding.linear_1", "time_embedding.linear_2", "time_emb_proj")

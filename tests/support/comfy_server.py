@@ -79,6 +79,8 @@ class ComfyServer:
             "  fewstep_inverfill: models/extra_inverfill\n"
             "  fewstep_rad: models/extra_rad\n"
             "  fewstep_turboedit: models/extra_turboedit\n"
+            "  fewstep_turbofill: models/extra_turbofill\n"
+            "  sam2: models/extra_sam2\n"
         )
         self.process: subprocess.Popen | None = None
 

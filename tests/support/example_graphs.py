@@ -212,7 +212,110 @@ def rad_graph() -> Graph:
     )
 
 
-GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder"), rad_graph]
+TURBOFILL_NOTE = """## TurboFill inpaint
+
+Needs a TurboFill adapter for your few-step checkpoint in `models/fewstep/turbofill/`, made with
+`python -m trainers.turbofill --config trainers/configs/turbofill_sdxl.yaml --base_model=<SDXL base> --fast_unet=<DMD2 UNet>`.
+
+**TurboFill Adapter Apply** attaches the adapter to the conditioning like Apply ControlNet: at every step it
+reads the noisy latent, the image with its hole blacked out (encoded by the VAE) and the mask, and adds its
+residuals to the UNet. It chains with other ControlNets and leaves model patches (LoRAs) alone.
+`strength` 0 = the base model. Paint the mask in *Load Image* (right-click → Open in MaskEditor).
+**FewStep Blended Sampler** keeps the background, **Exact Composite** pastes the fill back exactly."""
+
+
+def turbofill_graph() -> Graph:
+    """TurboFill: adapter on the conditioning → blended few-step sampling → exact composite."""
+    return Graph(
+        name="turbofill_inpaint",
+        title="TurboFill inpaint",
+        note=TURBOFILL_NOTE,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "FewStepTurboFillLoader", (380, 400), {"adapter_name": "turbofill_sdxl.safetensors"},
+                 {"model": (1, 0)}, size=(320, 80)),
+            Node(7, "FewStepTurboFillAdapterApply", (720, 220),
+                 {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+                 {"positive": (3, 0), "negative": (3, 0), "adapter": (6, 0), "vae": (1, 2), "image": (2, 0),
+                  "mask": (2, 1)}, size=(300, 230)),
+            Node(8, "BasicGuider", (1060, 0), links={"model": (1, 0), "conditioning": (7, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", (1060, 100), {"hole_init": "source", "known_noise": "fresh"},
+                 size=(260, 90)),
+            Node(10, "FewStepSchedule", (1060, 220), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+                 {"model": (1, 0)}, size=(260, 130)),
+            Node(11, "SamplerCustomAdvanced", (1340, 0), links={
+                "noise": (12, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
+                size=(240, 110)),
+            Node(12, "RandomNoise", (1060, 380), {"noise_seed": 42}, size=(260, 80)),
+            Node(13, "VAEDecode", (1340, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(15, "FewStepExactComposite", (1340, 250), {"grow": 0, "feather": 4, "color_match": 1.0},
+                 {"original": (2, 0), "generated": (13, 0), "mask": (2, 1)}, size=(280, 170)),
+            Node(14, "SaveImage", (1660, 0), {"filename_prefix": "turbofill_inpaint"}, {"images": (15, 0)},
+                 size=(400, 450)),
+        ],
+    )
+
+
+SAM2_NOTE = """## SAM2 click → few-step inpaint
+
+1. Install SAM2 once: `SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0`, and put a checkpoint
+   (e.g. Meta's `sam2.1_hiera_tiny.pt`) into `models/sam2/`.
+2. In **SAM2 Mask**, give the object to replace as clicks in image pixels, `[{"x": 100, "y": 70}]`
+   (or connect a Points Editor), and/or a box `[[x0, y0, x1, y1]]`. The mask preview shows what SAM2 picked.
+3. Write what should appear instead, then *Queue*.
+
+The mask (1 = hole) drives the same few-step inpaint as the basic example: **Re-Blend** fresh noise in the
+hole, **FewStep Blended Sampler** on the exact distilled timesteps, **Exact Composite** (grown by 8 px so the
+object's edge is covered) keeps every other pixel identical to the input."""
+
+
+def sam2_graph() -> Graph:
+    """SAM2: a click gives the mask → few-step blended inpaint → exact composite."""
+    return Graph(
+        name="sam2_click_inpaint",
+        title="SAM2 click → few-step inpaint",
+        note=SAM2_NOTE,
+        nodes=[
+            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            Node(15, "FewStepSAM2Loader", (0, 540), {"sam2_name": "sam2.1_hiera_tiny.pt"}, size=(320, 80)),
+            Node(16, "FewStepSAM2Mask", (380, 420),
+                 {"positive_points": '[{"x": 100, "y": 70}]', "multimask": "best", "negative_points": "[]",
+                  "boxes": "[]"}, {"sam2": (15, 0), "image": (2, 0)}, size=(320, 200)),
+            Node(17, "GrowMask", (720, 420), {"expand": 4, "tapered_corners": True}, {"mask": (16, 0)},
+                 title="Grow the hole a little", size=(240, 90)),
+            Node(18, "MaskToImage", (720, 540), links={"mask": (17, 0)}, size=(200, 30)),
+            Node(19, "PreviewImage", (720, 600), links={"images": (18, 0)}, title="SAM2 mask", size=(240, 250)),
+            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", (720, 220), links={"samples": (4, 0), "mask": (17, 0)}, size=(210, 50)),
+            Node(6, "RandomNoise", (720, 300), {"noise_seed": 42}, size=(260, 80)),
+            Node(7, "FewStepReBlend", (1000, 300), {"seed": 7}, {"noise": (6, 0), "mask": (17, 0)}, size=(260, 100)),
+            Node(8, "BasicGuider", (1000, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", (1000, 80), {"hole_init": "source", "known_noise": "fresh"},
+                 size=(260, 90)),
+            Node(10, "FewStepSchedule", (1000, 440), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+                 {"model": (1, 0)}, size=(260, 130)),
+            Node(11, "SamplerCustomAdvanced", (1300, 0), links={
+                "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
+                size=(240, 110)),
+            Node(12, "VAEDecode", (1300, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(13, "FewStepExactComposite", (1300, 250), {"grow": 4, "feather": 4, "color_match": 1.0},
+                 {"original": (2, 0), "generated": (12, 0), "mask": (17, 0)}, size=(280, 170)),
+            Node(14, "SaveImage", (1620, 0), {"filename_prefix": "sam2_click_inpaint"}, {"images": (13, 0)},
+                 size=(400, 450)),
+        ],
+    )
+
+
+GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder"), rad_graph,
+          turbofill_graph, sam2_graph]
 
 
 def _widget_values(node: Node, info: dict) -> list:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 SNAPSHOT = Path(__file__).resolve().parent.parent / "data" / "node_schemas.json"
 HOST_KEYS = {"python_module"}  # depend on the install folder, not on the node
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # Combo file lists (SAM2 Loader also lists Meta's .pt)
 
 
 def render(node_cls) -> dict:
@@ -26,14 +27,14 @@ def render(node_cls) -> dict:
 def normalise(info: dict) -> dict:
     """JSON round trip (tuples → lists, key order irrelevant) minus host-dependent parts.
 
-    File names in Combo options (the weight lists, e.g. ``network_name``) depend on the files on
+    File names in Combo options (the weight lists, e.g. ``network_name``, ``sam2_name``) depend on the files on
     disk, so they are dropped; fixed entries such as ``none`` stay.
     """
     data = json.loads(json.dumps(info, default=str))
     for group in data.get("input", {}).values():
         for spec in group.values():
             if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
-                spec[1]["options"] = [o for o in spec[1]["options"] if not str(o).endswith(".safetensors")]
+                spec[1]["options"] = [o for o in spec[1]["options"] if not str(o).endswith(WEIGHT_SUFFIXES)]
     return {k: v for k, v in data.items() if k not in HOST_KEYS and v is not None}
 
 
