@@ -34,7 +34,7 @@ from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import read_prompts, step_generator
 from trainers.common.ema import EMA
-from trainers.common.export import atomic_json, command_line, export_weights, manifest_entry, write_entry
+from trainers.common.export import atomic_json, export_run
 from trainers.common.run import (
     cast_tree, ema_weights, frozen_dtype, head, jsonable, make_accelerator, peak_memory, rank_file, resume_state,
     save_state, split_config_arg, weights_digest,
@@ -367,20 +367,14 @@ def _critic_step(adversary, d_optimizer, accelerator, out, batch, generator, dty
 
 def _export(cfg, config_path, base, model, ema, step) -> Path:
     state = ema.full_state_dict(model) if ema is not None else model.state_dict()
-    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.export_dtype]
     metadata = {"kind": "inverfill", "base_family": base.family, "format_version": "1", "step": str(step),
                 "ema": "true" if ema is not None else "false", "key_format": "diffusers",
                 "inversion_timestep": "500", "masking": cfg.masking, "config": config_dict(cfg), "unet_config": jsonable(base.unet_config)}
-    path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state, metadata, dtype)
-    entry = manifest_entry(
-        path, id=cfg.name.lower().replace("_", "-"), kind="inverfill", name=f"InverFill inversion network ({cfg.name})",
-        base=base.family.upper(), base_family=base.family, node="FewStepInverseNoiseInit", trainer=MODULE,
-        command=command_line(MODULE), config=config_path, license=cfg.license,
-        reference="https://arxiv.org/abs/2603.23463",
-        description=f"InverFill one-step inversion network trained from {Path(cfg.base_model).name} for {step} steps",
-    )
-    write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)
-    return path
+    return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="inverfill",
+                      title="InverFill inversion network", node="FewStepInverseNoiseInit",
+                      reference="https://arxiv.org/abs/2603.23463",
+                      description=f"InverFill one-step inversion network trained from {Path(cfg.base_model).name} "
+                                  f"for {step} steps")
 
 
 

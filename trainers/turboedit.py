@@ -28,7 +28,7 @@ from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import step_generator
 from trainers.common.ema import EMA
-from trainers.common.export import atomic_json, command_line, export_weights, manifest_entry, write_entry
+from trainers.common.export import atomic_json, export_run
 from trainers.common.images import load_image, scan_images
 from trainers.common.run import (
     cast_tree, ema_weights, frozen_dtype, head, jsonable, make_accelerator, peak_memory, rank_file, resume_state,
@@ -291,21 +291,14 @@ def train(cfg: TurboEditConfig, config_path: str = "") -> dict:
 
 def export(cfg, config_path, base, model, ema, sigmas) -> Path:
     state = ema.full_state_dict(model) if ema is not None else model.state_dict()
-    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.export_dtype]
     metadata = {"kind": "turboedit", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
                 "ema": "true" if ema is not None else "false", "key_format": "diffusers",
                 "steps": str(cfg.steps), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
                 "config": config_dict(cfg), "unet_config": jsonable(dict(model.config))}
-    path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state, metadata, dtype)
-    entry = manifest_entry(
-        path, id=cfg.name.lower().replace("_", "-"), kind="turboedit", name=f"TurboEdit inversion encoder ({cfg.name})",
-        base=base.family.upper(), base_family=base.family, node="FewStepIterativeInverter", trainer=MODULE,
-        command=command_line(MODULE), config=config_path, license=cfg.license,
-        reference="https://arxiv.org/abs/2408.08332",
-        description=f"TurboEdit {cfg.steps}-step inversion encoder trained from {Path(cfg.base_model).name}",
-    )
-    write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)
-    return path
+    return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turboedit",
+                      title="TurboEdit inversion encoder", node="FewStepIterativeInverter",
+                      reference="https://arxiv.org/abs/2408.08332",
+                      description=f"TurboEdit {cfg.steps}-step inversion encoder trained from {Path(cfg.base_model).name}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import step_generator
 from trainers.common.ema import EMA
-from trainers.common.export import atomic_json, command_line, export_weights, manifest_entry, write_entry
+from trainers.common.export import atomic_json, export_run
 from trainers.common.fill_data import load_mask, scan_fill_dataset
 from trainers.common.images import load_image
 from trainers.common.run import (
@@ -411,22 +411,14 @@ def train(cfg: TurboFillConfig, config_path: str = "") -> dict:
 
 
 def export(cfg, config_path, base, adapter: TurboFillAdapter) -> Path:
-    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.export_dtype]
     metadata = {"kind": "turbofill", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
                 "ema": "true" if cfg.ema_decay > 0 else "false", "adapter_config": adapter.config.to_dict(),
                 "mask_polarity": "1=hole", "masked_image": "image*(1-hole), hole black, VAE-encoded, model space",
                 "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))), "config": config_dict(cfg)}
     state = {k: v.detach().cpu() for k, v in adapter.state_dict().items()}
-    path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state, metadata, dtype)
-    entry = manifest_entry(
-        path, id=cfg.name.lower().replace("_", "-"), kind="turbofill", name=f"TurboFill adapter ({cfg.name})",
-        base=base.family.upper(), base_family=base.family, node="FewStepTurboFillLoader", trainer=MODULE,
-        command=command_line(MODULE), config=config_path, license=cfg.license,
-        reference="https://arxiv.org/abs/2504.00996",
-        description=f"TurboFill inpainting adapter for the few-step {Path(cfg.fast_unet or cfg.base_model).name}",
-    )
-    write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)
-    return path
+    return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turbofill", title="TurboFill adapter",
+                      node="FewStepTurboFillLoader", reference="https://arxiv.org/abs/2504.00996",
+                      description=f"TurboFill inpainting adapter for the few-step {Path(cfg.fast_unet or cfg.base_model).name}")
 
 
 def main(argv: list[str] | None = None) -> int:

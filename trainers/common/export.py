@@ -13,6 +13,9 @@ from core.manifest import SCHEMA_PATH, schema_errors
 from core.weights import save_weights, sha256_file
 
 
+EXPORT_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -68,3 +71,18 @@ def atomic_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def export_run(cfg, config_path: str, module: str, state_dict: dict, metadata: dict, *, base, kind: str, title: str,
+               node: str, reference: str, description: str) -> Path:
+    """A trainer's final export: ``<output_dir>/<name>.safetensors`` in ``cfg.export_dtype`` and its manifest entry
+    (beside the file, and in ``cfg.manifest`` when set)."""
+    path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state_dict, metadata,
+                          EXPORT_DTYPES[cfg.export_dtype])
+    entry = manifest_entry(
+        path, id=cfg.name.lower().replace("_", "-"), kind=kind, name=f"{title} ({cfg.name})", base=base.family.upper(),
+        base_family=base.family, node=node, trainer=module, command=command_line(module), config=config_path,
+        license=cfg.license, reference=reference, description=description,
+    )
+    write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)
+    return path
