@@ -25,12 +25,22 @@ TIME_MAP = "fewstep_rad_time_map"
 WRAPPER_KEY = "fewstep_rad"
 
 
+def prediction_kind(sampling) -> str:
+    """What a model_sampling object predicts, in words for an error message."""
+    ms = comfy.model_sampling
+    for cls, words in ((ms.CONST, "a flow-matching (CONST) model"), (ms.V_PREDICTION, "a v-prediction model"),
+                       (ms.EPS, "an ε-prediction model")):
+        if isinstance(sampling, cls):
+            return words
+    return f"a {type(sampling).__name__} model"
+
+
 def check_model(model) -> None:
     sampling = model.get_model_object("model_sampling")
     if not isinstance(sampling, comfy.model_sampling.EPS) or isinstance(
             sampling, (comfy.model_sampling.V_PREDICTION, comfy.model_sampling.CONST)):
         raise ValueError(f"model: the Region-Aware Sampler supports ε-prediction models (SD1.x, SDXL and their "
-                         f"Turbo/Lightning/DMD2/LCM variants); got {type(sampling).__name__}")
+                         f"Turbo/Lightning/DMD2/LCM variants); this is {prediction_kind(sampling)}")
     unet = model.get_model_object("diffusion_model")
     if type(unet).__name__ != "UNetModel":
         raise ValueError(f"model: the Region-Aware Sampler needs a UNet model (SD1.x/SD2.x/SDXL), got {type(unet).__name__}")

@@ -32,10 +32,11 @@ class InverFillLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, network_name: str) -> io.NodeOutput:
         from .comfy_inverfill import build_network
-        from .paths import load_weight_file
+        from .paths import input_named, load_weight_file
 
-        state_dict, metadata = load_weight_file("inverfill", network_name)
-        return io.NodeOutput(build_network(model, state_dict, metadata, network_name))
+        with input_named("network_name"):
+            state_dict, metadata = load_weight_file("inverfill", network_name)
+            return io.NodeOutput(build_network(model, state_dict, metadata, network_name))
 
 
 class InverseNoiseInit(io.ComfyNode):

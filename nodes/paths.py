@@ -1,6 +1,7 @@
 """Model folders under ``models/fewstep/<kind>/`` and weight loading through ComfyUI's managers."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -117,6 +118,23 @@ def load_weight_file(kind: str, filename: str) -> tuple[dict, dict]:
     if declared is not None and declared != kind:
         raise WeightFileError(f"{filename}: is a '{declared}' weight, but this node needs a '{kind}' weight")
     return state_dict, metadata
+
+
+@contextlib.contextmanager
+def input_named(input_name: str):
+    """Prefix a loader's error with the node input that chose the file ("network_name: x.safetensors: …"),
+    so the message names both the file and the widget to change (README, Bad input)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err)
+        if message.startswith(f"{input_name}:"):
+            raise
+        try:
+            named = type(err)(f"{input_name}: {message}")
+        except TypeError:  # an exception type with another constructor
+            named = ValueError(f"{input_name}: {message}")
+        raise named from err
 
 
 def network_dtype(parameter_count: int, stored_dtype=None):

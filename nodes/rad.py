@@ -84,9 +84,10 @@ def apply_rad_lora(model, name: str, strength: float):
     import comfy.sd
 
     from .comfy_networks import model_family
-    from .paths import load_weight_file
+    from .paths import input_named, load_weight_file
 
-    state_dict, metadata = load_weight_file("rad", name)
+    with input_named("rad_lora"):
+        state_dict, metadata = load_weight_file("rad", name)
     trained, family = metadata.get("base_family"), model_family(model)
     if trained in ("sd15", "sd21", "sdxl") and trained != family:
         raise ValueError(f"rad_lora: {name} was trained for a {trained} base but the MODEL is {family}")

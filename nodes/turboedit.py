@@ -84,10 +84,11 @@ class TurboEditEncoderLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, encoder_name: str) -> io.NodeOutput:
         from .comfy_turboedit import build_encoder
-        from .paths import load_weight_file
+        from .paths import input_named, load_weight_file
 
-        state_dict, metadata = load_weight_file("turboedit", encoder_name)
-        return io.NodeOutput(build_encoder(model, state_dict, metadata, encoder_name))
+        with input_named("encoder_name"):
+            state_dict, metadata = load_weight_file("turboedit", encoder_name)
+            return io.NodeOutput(build_encoder(model, state_dict, metadata, encoder_name))
 
 
 class IterativeInverter(io.ComfyNode):

@@ -28,10 +28,11 @@ class TurboFillLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter_name: str) -> io.NodeOutput:
         from .comfy_turbofill import build_adapter
-        from .paths import load_weight_file
+        from .paths import input_named, load_weight_file
 
-        state_dict, metadata = load_weight_file("turbofill", adapter_name)
-        return io.NodeOutput(build_adapter(model, state_dict, metadata, adapter_name))
+        with input_named("adapter_name"):
+            state_dict, metadata = load_weight_file("turbofill", adapter_name)
+            return io.NodeOutput(build_adapter(model, state_dict, metadata, adapter_name))
 
 
 class TurboFillAdapterApply(io.ComfyNode):

@@ -1,14 +1,19 @@
-"""Shared test set-up: CPU threads, offline hubs, and ComfyUI (real checkout or schema stand-in).
+"""Shared test set-up: CPU threads, offline hubs, and the real ComfyUI host when there is one.
 
 With ``COMFYUI_DIR`` pointing at a ComfyUI checkout whose requirements this interpreter has,
-ComfyUI is imported in-process (``--cpu``) and node tests run against it. Otherwise the schema
-stand-in in ``tests/stubs`` is used and tests that need the real host are skipped.
+ComfyUI is imported in-process (``--cpu``) and every node test runs against its real V3 API.
+Without it those tests are skipped with the reason; there is no stand-in for ComfyUI's API.
+ComfyUI's folder is never written to: its base directory (models, input, output, temp, user)
+is a temporary folder here, as the server tests do with ``--base-directory``.
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "fewstep_pack"
+COMFYUI_SKIP_REASON = "needs COMFYUI_DIR: a ComfyUI checkout importable in this interpreter (README, Development)"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,22 +37,38 @@ def _import_real_comfyui() -> bool:
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True
+        base = tempfile.mkdtemp(prefix="fewstep-comfyui-base-")
+        atexit.register(shutil.rmtree, base, True)
+        comfy.cli_args.args.base_directory = base  # read by folder_paths at import: nothing lands in COMFYUI_DIR
         import comfy_api.latest  # noqa: F401  (fails here when the host cannot import)
-    except ImportError:
+        import folder_paths  # noqa: F401
+    except ImportError as err:
+        if not os.environ.get("COMFYUI_PYTHON"):
+            raise pytest.UsageError(
+                f"COMFYUI_DIR={comfy_dir} is set but ComfyUI does not import in this interpreter ({err}); install its "
+                "requirements here (README, Development) or set COMFYUI_PYTHON to ComfyUI's own interpreter") from err
         sys.path.remove(os.path.abspath(comfy_dir))
-        for name in [m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api"))]:
+        for name in [m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api", "folder_paths"))]:
             del sys.modules[name]
         return False
     return True
 
 
 REAL_COMFYUI = _import_real_comfyui()
-if not REAL_COMFYUI:
-    sys.path.insert(0, str(REPO / "tests" / "stubs"))
 
-requires_comfyui = pytest.mark.skipif(
-    not REAL_COMFYUI, reason="needs COMFYUI_DIR with ComfyUI importable in this interpreter"
-)
+
+def pytest_report_header(config):
+    """First lines of every run (CI's log too): which host the node tests run against."""
+    comfy_dir = os.environ.get("COMFYUI_DIR")
+    if REAL_COMFYUI:
+        import comfyui_version
+
+        return [f"real host: ComfyUI {comfyui_version.__version__} at {comfy_dir} (in-process and server tests run)"]
+    if comfy_dir:
+        return [f"real host: server tests only, ComfyUI at {comfy_dir} run by COMFYUI_PYTHON"]
+    return ["real host: none (COMFYUI_DIR unset): the node and server tests are skipped"]
+
+requires_comfyui = pytest.mark.skipif(not REAL_COMFYUI, reason=COMFYUI_SKIP_REASON)
 
 
 def load_pack(name: str = PACK_NAME):
@@ -67,7 +89,11 @@ def pack():
 
 @pytest.fixture(scope="session")
 def pack_nodes(pack):
+    """The pack's node modules: they import ComfyUI's V3 API, so they need the real host."""
     import importlib
+
+    if not REAL_COMFYUI:
+        pytest.skip(COMFYUI_SKIP_REASON)
 
     return importlib.import_module(f"{PACK_NAME}.nodes.extension")
 
@@ -87,6 +113,48 @@ def run_module(module: str, args: list[str], *, launcher: list[str] | None = Non
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def fails_before_loading(monkeypatch, trainer: str, args: list[str], message: str) -> None:
+    """``python -m trainers.<trainer> args`` (in-process) raises a ValueError matching ``message`` before it
+    loads a model or sets up the run (README: "before anything loads")."""
+    import importlib
+
+    module = importlib.import_module(f"trainers.{trainer}")
+
+    def too_late(*a, **k):
+        raise AssertionError(f"trainers.{trainer} loaded a model or set up the run before refusing {args}")
+
+    monkeypatch.setattr(module, "load_base_model", too_late)
+    monkeypatch.setattr(module, "make_accelerator", too_late)
+    with pytest.raises(ValueError, match=message):
+        module.main(list(args))
+
+
+KILLER = REPO / "tests" / "support" / "kill_at_checkpoint.py"
+
+
+def run_killed(module: str, args: list[str], *, step: int, when: str = "after", timeout: int = 900):
+    """Run a trainer that is SIGKILLed at its checkpoint ``step`` (``after`` it is complete or ``during`` its
+    write; tests/support/kill_at_checkpoint.py): the same moment on every run, however busy the machine."""
+    import signal
+
+    proc = run_module(module, args, launcher=[sys.executable, str(KILLER), str(step), when], timeout=timeout,
+                      check=False)
+    assert proc.returncode == -signal.SIGKILL, (
+        f"{module} was to be killed at checkpoint {step} ({when}) but exited with {proc.returncode}:\n"
+        f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def accelerate_launcher(processes: int = 2) -> list[str]:
+    """``accelerate launch --multi_gpu`` (torchrun + gloo on CPU) on a free rendezvous port, never the default
+    29500 a parallel run may hold."""
+    from .support.comfy_server import free_port
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port()), "-m"]
 
 
 @pytest.fixture(scope="session")

@@ -106,8 +106,27 @@ def test_reblend_honours_batch_index_and_names_bad_masks():
     (bad,) = run_node(pack_module("nodes.noise").ReBlend, noise=Noise_RandomNoise(1), mask=mask.repeat(3, 1, 1), seed=2)
     with pytest.raises(ValueError, match="Re-Blend mask: batch of 6 does not fit the latent batch of 2"):
         bad.generate_noise({"samples": z})
-    with pytest.raises(ValueError, match="mask: contains"):
-        run_node(pack_module("nodes.noise").ReBlend, noise=Noise_RandomNoise(1), mask=mask * float("nan"), seed=2)
+    for bad in ("nan", "inf"):
+        with pytest.raises(ValueError, match="mask: contains 32768 NaN/inf"):
+            run_node(pack_module("nodes.noise").ReBlend, noise=Noise_RandomNoise(1), mask=mask * float(bad), seed=2)
+
+
+class ConstantNoise:
+    """A NOISE (ComfyUI's protocol: .seed, generate_noise) whose every value is ``value``."""
+
+    def __init__(self, value: float, seed: int = 0):
+        self.value, self.seed = value, seed
+
+    def generate_noise(self, latent: dict) -> torch.Tensor:
+        return torch.full_like(latent["samples"], self.value)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_reblend_names_a_non_finite_wrapped_noise(bad):
+    z, mask = box_latent()
+    (noise,) = run_node(pack_module("nodes.noise").ReBlend, noise=ConstantNoise(float(bad)), mask=mask, seed=2)
+    with pytest.raises(ValueError, match="Re-Blend noise: contains 1024 NaN/inf"):
+        noise.generate_noise({"samples": z})
 
 
 class InputRecorder:
@@ -195,14 +214,36 @@ def test_blended_sampler_with_differential_diffusion(sd15, conds):
     assert torch.isfinite(out).all()
 
 
-def test_blended_sampler_rejects_nan_latents(sd15, conds):
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where, message", [
+    ("latent", "latent_image: contains 1 NaN/inf"),
+    ("noise_mask", r"latent noise_mask: contains \d+ NaN/inf"),
+    ("noise", "noise: contains 1024 NaN/inf"),
+])
+def test_blended_sampler_names_non_finite_inputs(sd15, conds, where, message, bad):
+    """README's Bad input rows: NaN or ±inf in the LATENT, its noise_mask or the NOISE is named, nothing sampled."""
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced
+
     model, _, _ = sd15
     z, mask = box_latent()
-    z[0, 0, 0, 0] = float("nan")
+    mask = mask[:, ::8, ::8].clone()  # latent-sized: ComfyUI hands the sampler this very mask
+    if where == "latent":
+        z[0, 0, 0, 0] = float(bad)
+    if where == "noise_mask":
+        mask[0, 0, 0] = float(bad)
+    noise = ConstantNoise(float(bad) if where == "noise" else 0.0)
+    recorder = InputRecorder()
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(recorder)
     (sigmas,) = run_node(pack_module("nodes.schedule").FewStepSchedule, model=model, steps=2, spacing="trailing")
     (ours,) = run_node(pack_module("nodes.sampler").FewStepBlendedSampler, hole_init="source")
-    with pytest.raises(ValueError, match="latent_image: contains 1 NaN"):
-        sample_custom(model, conds, ours, sigmas, {"samples": z, "noise_mask": mask})
+    guider = comfy.samplers.CFGGuider(patched)
+    guider.set_conds(conds, conds)
+    guider.set_cfg(1.0)
+    with pytest.raises(ValueError, match=message):
+        SamplerCustomAdvanced().sample(noise, guider, ours, sigmas, {"samples": z, "noise_mask": mask})
+    assert recorder.inputs == [], "the model never ran"
 
 
 def test_model_folders_and_weight_loading(tmp_path, monkeypatch):

@@ -82,13 +82,14 @@ def test_loader_builds_the_network_and_matches_the_trained_unet(sd15, inverfill_
 
 
 @pytest.mark.parametrize("name, message", [
-    ("tiny_sdxl.safetensors", "trained for a sdxl base but the MODEL is sd15"),
-    ("tiny_broken.safetensors", "does not match the MODEL's UNet"),
-    ("truncated.safetensors", "truncated"),
-    ("pickle.safetensors", "not a safetensors file"),
-    ("absent.safetensors", "absent.safetensors' was not found in"),
+    ("tiny_sdxl.safetensors", r"network_name: tiny_sdxl\.safetensors: was trained for a sdxl base but the MODEL is sd15"),
+    ("tiny_broken.safetensors", r"network_name: tiny_broken\.safetensors: does not match the MODEL's UNet"),
+    ("truncated.safetensors", r"network_name: truncated\.safetensors: .*truncated"),
+    ("pickle.safetensors", r"network_name: pickle\.safetensors: not a safetensors file"),
+    ("absent.safetensors", r"network_name: inverfill weight 'absent\.safetensors' was not found in .*inverfill_models"),
 ])
 def test_loader_refuses_bad_networks_with_clear_errors(sd15, inverfill_dir, name, message):
+    """Each refusal names the node input and the file (and, for a missing file, the folders searched)."""
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         load(sd15[0], name)
 

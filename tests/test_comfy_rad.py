@@ -146,6 +146,29 @@ def test_bad_inputs_are_named(sd15):
     assert same_aspect.shape == z.shape, "a mask of another size with the same aspect is resized"
 
 
+@pytest.mark.parametrize("kind, message", [
+    ("v_prediction", r"model: the Region-Aware Sampler supports ε-prediction models .*; this is a v-prediction model"),
+    ("flow", r"model: the Region-Aware Sampler supports ε-prediction models .*; this is a flow-matching \(CONST\)"),
+    ("not_a_unet", "model: the Region-Aware Sampler needs a UNet model .* got Linear"),
+])
+def test_unsupported_models_are_refused_naming_model(sd15, kind, message):
+    """v-prediction and flow models (patched by core's ModelSamplingDiscrete / ModelSamplingSD3), and a MODEL
+    whose diffusion model is not a UNet: README's refusals, raised before anything is sampled."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete, ModelSamplingSD3
+
+    model, conds, _ = sd15
+    if kind == "v_prediction":
+        (model,) = ModelSamplingDiscrete().patch(model, "v_prediction", False)
+    elif kind == "flow":
+        (model,) = ModelSamplingSD3().patch(model, 3.0)
+    else:
+        model = model.clone()
+        model.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
+    z, mask = scene()
+    with pytest.raises(ValueError, match=message):
+        run(model, conds, {"samples": z}, mask=mask)
+
+
 @pytest.fixture(scope="module")
 def rad_files(tiny_rad_run, tmp_path_factory):
     import folder_paths
@@ -184,5 +207,7 @@ def test_rad_lora_in_our_node(sd15, rad_files):
     without = run(model, conds, latent)
     m = torch.nn.functional.interpolate(mask[:, None], size=(16, 16), mode="bilinear").expand_as(z)
     assert not torch.allclose(with_lora, without) and torch.equal(with_lora[m == 0], z[m == 0])
-    with pytest.raises(ValueError, match="trained for a sdxl base"):
+    with pytest.raises(ValueError, match=r"rad_lora: tiny_rad_sdxl\.safetensors was trained for a sdxl base"):
         run(model, conds, latent, rad_lora="tiny_rad_sdxl.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"rad_lora: rad weight 'absent\.safetensors' was not found in .*rad_models"):
+        run(model, conds, latent, rad_lora="absent.safetensors")

@@ -147,11 +147,11 @@ def test_chains_with_other_controls_and_samplers(sd15, adapter_dir):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("tiny_sdxl.safetensors", "trained for a sdxl base but the MODEL is sd15"),
-    ("tiny_wide.safetensors", "does not fit the MODEL's UNet"),
-    ("tiny_rad.safetensors", "is a 'rad' weight"),
-    ("tiny_partial.safetensors", "missing"),
-    ("absent.safetensors", "absent.safetensors' was not found in"),
+    ("tiny_sdxl.safetensors", r"adapter_name: tiny_sdxl\.safetensors was trained for a sdxl base but the MODEL is sd15"),
+    ("tiny_wide.safetensors", r"adapter_name: tiny_wide\.safetensors does not fit the MODEL's UNet"),
+    ("tiny_rad.safetensors", r"adapter_name: tiny_rad\.safetensors: is a 'rad' weight"),
+    ("tiny_partial.safetensors", r"adapter_name: tiny_partial\.safetensors does not match its adapter_config \(\d+ missing"),
+    ("absent.safetensors", r"adapter_name: turbofill weight 'absent\.safetensors' was not found in .*turbofill_models"),
 ])
 def test_loader_refuses_bad_adapters_with_named_errors(sd15, adapter_dir, name, message):
     model, _, _ = sd15

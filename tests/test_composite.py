@@ -98,13 +98,14 @@ def test_empty_mask_returns_original_and_full_mask_the_generation():
     assert torch.equal(out, generated), "no ring of known pixels: colour match is skipped"
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
 @pytest.mark.parametrize("name", ["original", "generated", "mask"])
-def test_nan_inputs_are_named(name):
+def test_nan_and_inf_inputs_are_named(name, bad):
     original, generated = _images()
     inputs = {"original": original, "generated": generated, "mask": _hole()}
     inputs[name] = inputs[name].clone()
-    inputs[name].view(-1)[5] = float("nan")
-    with pytest.raises(ValueError, match=f"{name}: contains 1 NaN"):
+    inputs[name].view(-1)[5] = float(bad)
+    with pytest.raises(ValueError, match=f"{name}: contains 1 NaN/inf"):
         exact_composite(inputs["original"], inputs["generated"], inputs["mask"])
 
 

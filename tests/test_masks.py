@@ -1,7 +1,6 @@
 """core.masks: shape, batch and size rules for MASK inputs."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from core.masks import (
     as_b1hw,
@@ -28,9 +27,11 @@ def test_as_b1hw_rejects_other_shapes(shape):
         as_b1hw(torch.zeros(shape), "my_mask")
 
 
-def test_check_finite_names_input():
-    with pytest.raises(ValueError, match="latent.*1 NaN"):
-        check_finite(torch.tensor([0.0, float("nan")]), "latent")
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_check_finite_names_input(bad):
+    with pytest.raises(ValueError, match="latent: contains 1 NaN/inf"):
+        check_finite(torch.tensor([0.0, float(bad)]), "latent")
+    check_finite(torch.tensor([0.0, 1e38]), "latent")  # large but finite passes
 
 
 def test_match_batch_rules():
@@ -49,8 +50,10 @@ def test_fit_mask_resizes_bilinearly_with_soft_edges():
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 20:44, 20:44] = 1
     out = fit_mask(mask, (8, 8))
-    expected = F.interpolate(mask, size=(8, 8), mode="bilinear", align_corners=False)
-    assert torch.equal(out, expected)
+    # bilinear, half-pixel centres: latent pixel i samples source 8i + 3.5, the mean of rows 8i+3 and 8i+4,
+    # so the box 20:44 gives 0.5 where it covers one of the two (i = 2, 5) and 1 where both (i = 3, 4)
+    profile = torch.tensor([0, 0, 0.5, 1, 1, 0.5, 0, 0])
+    assert torch.equal(out, torch.outer(profile, profile)[None, None])
     assert ((out > 0) & (out < 1)).any(), "a box not aligned to 8 px gives soft latent edges"
 
 
@@ -77,9 +80,10 @@ def test_mask_for_latent_clamps_and_batches():
     assert out.shape == (3, 1, 2, 2) and float(out.max()) == 1.0
 
 
-def test_mask_for_latent_rejects_nan():
-    with pytest.raises(ValueError, match="mask: contains"):
-        mask_for_latent(torch.full((1, 16, 16), float("nan")), torch.Size([1, 4, 2, 2]))
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_mask_for_latent_rejects_nan_and_inf(bad):
+    with pytest.raises(ValueError, match="mask: contains 256 NaN/inf"):
+        mask_for_latent(torch.full((1, 16, 16), float(bad)), torch.Size([1, 4, 2, 2]))
 
 
 def test_grow_and_shrink():

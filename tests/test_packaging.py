@@ -60,6 +60,7 @@ def test_ci_runs_the_readme_test_command_with_pinned_torch():
     ci = (REPO / ".ci" / "run").read_text()
     assert "torch==2.14.1 torchvision==0.29.1" in ci and "python3 -m venv" in ci
     assert "-r requirements.txt" in ci and "-r tests/requirements.txt" in ci
+    assert 'export COMFYUI_DIR="$comfyui"' in ci and "shared/comfyui/ComfyUI-0.3.64" in ci, "CI runs the real host"
 
 
 def torch_load_calls(tree: ast.AST):

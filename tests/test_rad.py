@@ -12,6 +12,8 @@ from core.rad import (
 from core.schedules import scaled_linear_alphas_cumprod, sigmas_from_alphas_cumprod
 from core.weights import load_weights
 
+from .conftest import fails_before_loading
+
 ALPHAS = scaled_linear_alphas_cumprod()
 TABLE = sigmas_from_alphas_cumprod(ALPHAS).float()
 
@@ -182,3 +184,19 @@ def test_tiny_rad_run_exports_a_kohya_lora_with_time_diffs(tiny_rad_run):
     assert not any("base" in k for k in sd), "only adapter and delta tensors, never the base weights"
     entry = json.loads(tiny_rad_run["weights"].with_suffix(".manifest.json").read_text())
     assert entry["node"] == "FewStepRegionAwareSampler" and entry["kind"] == "rad"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_images", "images_dir: set it"),
+    ("missing_images", "images_dir: .*nope is not a folder"),
+    ("no_base", "base_model: set it"),
+    ("bad_base", "base_model: .*absent does not exist"),
+])
+def test_trainer_refuses_bad_inputs_before_anything_loads(tiny_bases, image_folder, tmp_path, monkeypatch, case,
+                                                          message):
+    args = {"no_images": [f"--base_model={tiny_bases['custom']}"],
+            "missing_images": [f"--base_model={tiny_bases['custom']}", f"--images_dir={tmp_path / 'nope'}"],
+            "no_base": [f"--images_dir={image_folder}"],
+            "bad_base": [f"--base_model={tmp_path / 'absent'}", f"--images_dir={image_folder}"]}[case]
+    fails_before_loading(monkeypatch, "rad", args + [f"--output_dir={tmp_path / 'out'}"], message)
+    assert not (tmp_path / "out").exists(), "nothing written"

@@ -123,17 +123,21 @@ def test_prompts_mode_writes_the_turbofill_layout(photos, tiny_sam2, model, caps
             assert np.array_equal(written == 255, mask.numpy() == 1), f"{stem}-r{k}: white = SAM2's region"
 
 
-def test_rerun_skips_finished_images_and_retries_skipped_ones(photos, tiny_sam2, model):
+def test_rerun_skips_finished_images_and_retries_skipped_ones(photos, tiny_sam2, model, monkeypatch):
     cfg = config(photos, tiny_sam2.safetensors)
     first = rd.build(cfg, model=model)
     out = photos / "out"
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != rd.PROGRESS}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != rd.PROGRESS}
     (photos / "captions.json").write_text(json.dumps({**CAPTIONS, "chelsea.png": "a tabby cat"}))
+    written = []
+    monkeypatch.setattr(rd, "atomic_write", lambda path, data, write=rd.atomic_write: (written.append(path.name),
+                                                                                       write(path, data)))
     second = rd.build(cfg, model=model)
+    assert written and all(name.startswith("chelsea-") for name in written), written  # recorded, not timestamps
     assert first["samples_written"] == 3 and first["already_finished"] == 0
     assert second["already_finished"] == 2 and second["samples_written"] == 1 and second["samples_total"] == 4
     assert (out / "chelsea-r0.txt").read_text(encoding="utf-8") == "a tabby cat"
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in stamps} == stamps
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
     assert ("chelsea.png", 0) not in reasons(second) and ("coffee.png", 1) in reasons(second)
     third = rd.build(cfg, model=None)  # nothing left: the checkpoint is not even loaded
     assert third["samples_written"] == 0 and third["already_finished"] == 3

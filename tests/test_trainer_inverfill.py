@@ -1,18 +1,15 @@
 """InverFill trainer end to end on tiny random bases (CPU, subprocesses like a user runs them)."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from core.manifest import load_manifest
 from core.weights import load_weights, read_metadata
 
-from .conftest import REPO, TRAINER_ENV, run_module
+from .conftest import accelerate_launcher, fails_before_loading, run_killed, run_module
 
 FAST = ["--resolution=64", "--batch_size=4", "--lr=1e-3", "--mixed_precision=no", "--gradient_checkpointing=false",
         "--export_dtype=fp32", "--eval_count=4", "--ema_decay=0.99", "--masking=latent",
@@ -49,33 +46,30 @@ def _weights(path):
     return load_weights(path)[0]
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_bases, tmp_path):
-    """SIGKILL after a checkpoint, restart: identical final weights to an uninterrupted run (tolerance 0)."""
-    args = FAST + [f"--base_model={tiny_bases['custom']}", "--max_steps=60", "--checkpoint_every=10",
-                   "--eval_every=30", "--preview_every=30", "--seed=3"]
-    run_module("trainers.inverfill", args + [f"--output_dir={tmp_path / 'straight'}"])
+KILL_ARGS = FAST + ["--max_steps=60", "--checkpoint_every=10", "--eval_every=30", "--preview_every=30", "--seed=3"]
 
-    interrupted = tmp_path / "interrupted"
-    env = {**os.environ, **TRAINER_ENV, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "trainers.inverfill", *args, f"--output_dir={interrupted}"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    latest = interrupted / "checkpoints" / "latest.json"
-    while time.time() < deadline:
-        if latest.exists() and json.loads(latest.read_text())["step"] >= 20:
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(latest.read_text())["step"]
-    assert killed_at < 60 and not (interrupted / "inverfill.safetensors").exists()
 
-    resumed = run_module("trainers.inverfill", args + [f"--output_dir={interrupted}"])
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert 20 <= summary["resumed_from"] < 60
-    a, b = _weights(tmp_path / "straight" / "inverfill.safetensors"), _weights(interrupted / "inverfill.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+@pytest.fixture(scope="module")
+def uninterrupted_weights(tiny_bases, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    run_module("trainers.inverfill", KILL_ARGS + [f"--base_model={tiny_bases['custom']}", f"--output_dir={out}"])
+    return _weights(out / "inverfill.safetensors")
+
+
+@pytest.mark.parametrize("when, kill_at", [("after", 20), ("during", 30)])
+def test_killed_run_resumes_to_the_same_weights(tiny_bases, uninterrupted_weights, tmp_path, when, kill_at):
+    """SIGKILL right after checkpoint 20 is complete, or while checkpoint 30 is half written; rerun the same
+    command: it resumes from step 20 and ends with weights identical to an uninterrupted run (tolerance 0)."""
+    args = KILL_ARGS + [f"--base_model={tiny_bases['custom']}", f"--output_dir={tmp_path}"]
+    run_killed("trainers.inverfill", args, step=kill_at, when=when)
+    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["step"] == 20
+    assert not (tmp_path / "inverfill.safetensors").exists()
+    assert (tmp_path / "checkpoints" / "checkpoint-00000030.tmp").is_dir() == (when == "during")
+    resumed = run_module("trainers.inverfill", args)
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["resumed_from"] == 20
+    b = _weights(tmp_path / "inverfill.safetensors")
+    assert uninterrupted_weights.keys() == b.keys()
+    assert all(torch.equal(uninterrupted_weights[k], b[k]) for k in b)
 
 
 def test_two_processes_with_accelerate_agree_on_the_weights(tiny_bases, tmp_path):
@@ -84,11 +78,9 @@ def test_two_processes_with_accelerate_agree_on_the_weights(tiny_bases, tmp_path
     (`accelerate launch --cpu` starts a single process in accelerate 1.x, so it cannot show this.)
     """
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     run_module("trainers.inverfill", FAST + [f"--base_model={tiny_bases['custom']}", "--max_steps=6",
                                              "--checkpoint_every=3", "--eval_every=6", "--preview_every=6",
-                                             f"--output_dir={out}"], launcher=launcher, threads=1)
+                                             f"--output_dir={out}"], launcher=accelerate_launcher(), threads=1)
     digests = [(out / f"rank{r}.weights.sha256").read_text().strip() for r in (0, 1)]
     assert digests[0] == digests[1], "DDP keeps both replicas identical"
     assert (out / "inverfill.safetensors").exists()
@@ -107,9 +99,12 @@ def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path, base
         "--max_steps=4", "--checkpoint_every=2", "--eval_every=4", "--preview_every=4", f"--output_dir={out}"] + extra
     proc = run_module("trainers.inverfill", args)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["final_known_mse"] == summary["final_known_mse"]  # not NaN
+    assert math.isfinite(summary["final_known_mse"]) and math.isfinite(summary["initial_known_mse"])
     state = json.loads((out / "checkpoints" / "checkpoint-00000004" / "state.json").read_text())
     assert {"critic", "critic_optimizer", "model", "ema", "optimizer"} <= set(state["files"])
+    critic = [load_file(str(out / "checkpoints" / f"checkpoint-0000000{s}" / "critic.safetensors")) for s in (2, 4)]
+    assert any(not torch.equal(critic[0][k], critic[1][k]) for k in critic[1]), "the critic is trained"
+    assert load_file(str(out / "checkpoints" / "checkpoint-00000004" / "critic_optimizer.safetensors")), "Adam state"
     meta = read_metadata(out / "inverfill.safetensors")
     assert meta["masking"] == "pixel" and meta["base_family"] == ("sdxl" if base == "sdxl" else "custom")
     if base == "sdxl":
@@ -120,16 +115,25 @@ def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path, base
     ("missing", "prompts_file: .*missing.txt does not exist"),
     ("empty", "prompts_file: .*empty.txt holds no prompts"),
     ("no_base", "base_model: set it"),
-    ("bad_base", "base_model: .* does not exist"),
+    ("bad_base", "base_model: .*nope does not exist"),
+    ("not_diffusers", "base_model: .* is not a diffusers folder"),
+    ("single_file_without_config", "base_model: base.safetensors is a single-file checkpoint; set single_file_config"),
 ])
-def test_bad_inputs_fail_with_a_named_error(tiny_bases, tmp_path, case, message):
+def test_bad_inputs_fail_with_a_named_error_before_anything_loads(tiny_bases, tmp_path, monkeypatch, case, message):
     (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "base.safetensors").write_bytes(b"x")
+    prompts = "--prompts_file=trainers/configs/prompts_example.txt"
     args = {"missing": [f"--prompts_file={tmp_path / 'missing.txt'}", f"--base_model={tiny_bases['custom']}"],
             "empty": [f"--prompts_file={tmp_path / 'empty.txt'}", f"--base_model={tiny_bases['custom']}"],
-            "no_base": ["--prompts_file=trainers/configs/prompts_example.txt"],
-            "bad_base": ["--prompts_file=trainers/configs/prompts_example.txt", f"--base_model={tmp_path / 'nope'}"]}[case]
-    proc = run_module("trainers.inverfill", args + [f"--output_dir={tmp_path / 'out'}"], check=False)
-    assert proc.returncode != 0
-    import re
+            "no_base": [prompts],
+            "bad_base": [prompts, f"--base_model={tmp_path / 'nope'}"],
+            "not_diffusers": [prompts, f"--base_model={tmp_path}"],
+            "single_file_without_config": [prompts, f"--base_model={tmp_path / 'base.safetensors'}"]}[case]
+    fails_before_loading(monkeypatch, "inverfill", args + [f"--output_dir={tmp_path / 'out'}"], message)
+    assert not (tmp_path / "out").exists(), "nothing written"
 
-    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+
+def test_the_command_line_reports_a_bad_input_and_exits_non_zero(tmp_path):
+    proc = run_module("trainers.inverfill", [f"--prompts_file={tmp_path / 'missing.txt'}",
+                                             f"--base_model={tmp_path}", f"--output_dir={tmp_path / 'out'}"], check=False)
+    assert proc.returncode != 0 and "base_model: " in proc.stderr and "is not a diffusers folder" in proc.stderr

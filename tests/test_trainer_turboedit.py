@@ -1,6 +1,5 @@
 """TurboEdit encoder trainer on tiny random bases (CPU subprocesses)."""
 import json
-import re
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch
 from core.manifest import SCHEMA_PATH, schema_errors
 from core.weights import load_weights
 
-from .conftest import run_module
+from .conftest import fails_before_loading, run_module
 
 
 def test_tiny_run_halves_the_heldout_reconstruction_error(tiny_turboedit_run):
@@ -63,11 +62,13 @@ def test_images_without_caption_are_skipped_and_reported(tiny_bases, image_folde
     ("missing", "images_dir: .* is not a folder"),
     ("empty", "images_dir: .* holds no usable images"),
     ("unset", "images_dir: set it"),
+    ("bad_base", "base_model: .*nope does not exist"),
 ])
-def test_bad_image_folders_fail_with_a_named_error(tiny_bases, tmp_path, case, message):
+def test_bad_inputs_fail_with_a_named_error_before_anything_loads(tiny_bases, tmp_path, monkeypatch, case, message):
     (tmp_path / "empty").mkdir()
     images = {"missing": [f"--images_dir={tmp_path / 'nope'}"], "empty": [f"--images_dir={tmp_path / 'empty'}"],
-              "unset": []}[case]
-    proc = run_module("trainers.turboedit", [f"--base_model={tiny_bases['custom']}", *images,
-                                             f"--output_dir={tmp_path / 'out'}"], check=False)
-    assert proc.returncode != 0 and re.search(message, proc.stderr), proc.stderr[-2000:]
+              "unset": [], "bad_base": [f"--images_dir={tmp_path / 'empty'}"]}[case]
+    base = tmp_path / "nope" if case == "bad_base" else tiny_bases["custom"]
+    fails_before_loading(monkeypatch, "turboedit", [f"--base_model={base}", *images, f"--output_dir={tmp_path / 'out'}"],
+                         message)
+    assert not (tmp_path / "out").exists(), "nothing written"

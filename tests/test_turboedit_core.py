@@ -43,7 +43,7 @@ def test_edit_changes_only_inside_the_mask(setup):
     mask[..., 4:12, 4:12] = 1
     out = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj, mask=mask)
     keep, hole = (mask == 0).expand_as(out), (mask == 1).expand_as(out)
-    assert rel_err(out[keep], setup["z"][keep]) <= 1e-4
+    assert torch.equal(out[keep], setup["z"][keep]), "outside the mask the edit keeps the source bit for bit"
     assert rel_err(out[hole], setup["z"][hole]) > 1e-2, "the target prompt changes the masked region"
     unmasked = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj)
     assert rel_err(unmasked[keep], setup["z"][keep]) > 1e-2, "without a mask the whole image follows the prompt"
@@ -70,7 +70,8 @@ def test_lazy_mask_from_the_first_step(setup):
 
     out = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj, mask_at=mask_at)
     assert calls == [0]
-    assert rel_err(out[..., 8:, :], setup["z"][..., 8:, :]) <= 1e-4
+    assert torch.equal(out[..., 8:, :], setup["z"][..., 8:, :])
+    assert rel_err(out[..., :8, :], setup["z"][..., :8, :]) > 1e-2, "inside the lazy mask the target prompt acts"
 
 
 def test_encoder_inversion_uses_2n_passes(setup):

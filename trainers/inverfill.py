@@ -29,7 +29,7 @@ from core.inverfill import black_out, blended_start, invert, known_mse, moment_l
 from core.random_masks import random_hole_masks
 from core.samplers import sample_fewstep_blended
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
-from trainers.common.base_model import BaseModel, load_base_model, unet_eps_fn
+from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
 from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import read_prompts, step_generator
@@ -222,6 +222,7 @@ def split_prompts(cfg: InverFillConfig) -> tuple[list[str], list[str]]:
 def check_config(cfg: InverFillConfig) -> None:
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
+    check_base_model(cfg.base_model, cfg.single_file_config or None)
     if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
     if cfg.masking not in ("pixel", "latent"):
@@ -244,9 +245,9 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
 
     check_config(cfg)
     out_dir = Path(cfg.output_dir)
+    train_prompts, eval_prompts = split_prompts(cfg)
     accelerator = make_accelerator(cfg, out_dir)
     device, rank = accelerator.device, accelerator.process_index
-    train_prompts, eval_prompts = split_prompts(cfg)
     compute_dtype = frozen_dtype(cfg, device)
     base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).to(device, compute_dtype)
 

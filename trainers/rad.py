@@ -23,7 +23,7 @@ from core.lora import diff_state, inject_lora, lora_state
 from core.rad import abar_phase1, nu_of, region_aware_denoise, sample_region_aware, sigma_maps, timestep_map
 from core.random_masks import perlin_mask
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
-from trainers.common.base_model import BaseModel, load_base_model
+from trainers.common.base_model import BaseModel, check_base_model, load_base_model
 from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import step_generator
@@ -176,6 +176,7 @@ def preview_rows(cfg, unet, base: BaseModel, batch: Batch, dtype) -> list[torch.
 def check_config(cfg: RADConfig) -> None:
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
+    check_base_model(cfg.base_model, cfg.single_file_config or None)
     if not cfg.images_dir:
         raise ValueError("images_dir: set it to a folder of images (optional same-name .txt captions)")
     if cfg.rank < 1:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from core.denoiser import EpsDenoiser
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from core.turboedit import encoder_step, gaussian_kl, invert_with_encoder, reparameterise
-from trainers.common.base_model import BaseModel, load_base_model, unet_eps_fn
+from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
 from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import step_generator
@@ -188,6 +188,7 @@ def preview_rows(base, encoder, g_model, sigmas, sigma_table, batch: Batch, dtyp
 def check_config(cfg: TurboEditConfig) -> None:
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
+    check_base_model(cfg.base_model, cfg.single_file_config or None)
     if not cfg.images_dir:
         raise ValueError("images_dir: set it to a folder of images (optional same-name .txt captions)")
     if cfg.export_dtype not in ("fp32", "fp16", "bf16"):

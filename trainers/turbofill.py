@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from core.turbofill import FillDiscriminator, TurboFillAdapter, config_from_unet, hint_mask, init_from_unet, masked_image
 from core.schedules import trailing_timesteps
-from trainers.common.base_model import BaseModel, BaseModelError, load_base_model
+from trainers.common.base_model import BaseModel, BaseModelError, check_base_model, load_base_model
 from trainers.common.checkpoint import latest_checkpoint
 from trainers.common.config import build_config, config_dict
 from trainers.common.data import step_generator
@@ -117,6 +117,19 @@ def masked_mean(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (value * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def fast_unet_folder(fast_unet: str) -> Path | None:
+    """The diffusers UNet folder ``fast_unet`` names, None for a ``.safetensors`` file; anything else is refused."""
+    path = Path(fast_unet)
+    if path.is_dir():
+        folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
+        if not (folder / "config.json").is_file():
+            raise BaseModelError(f"fast_unet: {path} holds no diffusers UNet (config.json)")
+        return folder
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise BaseModelError(f"fast_unet: {path} is not a UNet folder or a .safetensors file (no pickle checkpoints)")
+    return None
+
+
 def load_fast_unet(cfg, base: BaseModel):
     """The few-step UNet: a diffusers UNet folder, a diffusers-keyed .safetensors with the base's config, or the base's."""
     if not cfg.fast_unet:
@@ -124,14 +137,10 @@ def load_fast_unet(cfg, base: BaseModel):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
-    path = Path(cfg.fast_unet)
-    if path.is_dir():
-        folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
-        if not (folder / "config.json").is_file():
-            raise BaseModelError(f"fast_unet: {path} holds no diffusers UNet (config.json)")
+    folder = fast_unet_folder(cfg.fast_unet)
+    if folder is not None:
         return UNet2DConditionModel.from_pretrained(folder, local_files_only=True)
-    if path.suffix != ".safetensors" or not path.is_file():
-        raise BaseModelError(f"fast_unet: {path} is not a UNet folder or a .safetensors file (no pickle checkpoints)")
+    path = Path(cfg.fast_unet)
     unet = UNet2DConditionModel.from_config(base.unet.config)
     state = load_file(str(path))
     missing, unexpected = unet.load_state_dict(state, strict=False)
@@ -257,6 +266,7 @@ class Networks:
 def check_config(cfg: TurboFillConfig) -> None:
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
+    check_base_model(cfg.base_model, cfg.single_file_config or None)
     if not cfg.images_dir:
         raise ValueError("images_dir: set it to a folder of name.png + name_mask.png + name.txt samples "
                          "(python -m trainers.region_dataset builds one)")
@@ -271,6 +281,8 @@ def check_config(cfg: TurboFillConfig) -> None:
     for name in ("lambda_gan", "lambda_bg", "lambda_d"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: must not be negative")
+    if cfg.fast_unet:
+        fast_unet_folder(cfg.fast_unet)
 
 
 def _accumulate(accelerator, module, optimizer, params, micro_losses, max_grad_norm) -> list[dict]:

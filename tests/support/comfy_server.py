@@ -1,8 +1,10 @@
 """Start a real ComfyUI server (``COMFYUI_DIR``) on loopback with the pack installed, and talk to it.
 
 The pack is linked into a temporary ``custom_nodes`` folder under a deliberately awkward name;
-models, input and output live in the same temporary tree, wired through an
-``extra_model_paths.yaml`` like a user's. Nothing of ComfyUI is copied or installed here.
+models, input, output, temp and user files live in the same temporary tree (``--base-directory``),
+weight folders wired through an ``extra_model_paths.yaml`` like a user's, the database in memory.
+ComfyUI's own folder is only read (it may be read-only, as in CI); nothing of it is copied or
+installed here.
 """
 from __future__ import annotations
 
@@ -86,7 +88,7 @@ class ComfyServer:
 
     def __enter__(self) -> "ComfyServer":
         cmd = [comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--output-directory", str(self.output_dir),
+               "--disable-auto-launch", "--base-directory", str(self.base), "--output-directory", str(self.output_dir),
                "--input-directory", str(self.input_dir), "--extra-model-paths-config", str(self.yaml),
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER,
                "--database-url", "sqlite:///:memory:"]

@@ -121,23 +121,36 @@ def alphas_from_scheduler_config(config: dict) -> torch.Tensor:
     raise BaseModelError(f"scheduler beta_schedule {schedule!r} is not supported (scaled_linear or linear)")
 
 
+def check_base_model(path: str | Path, single_file_config: str | Path | None = None) -> None:
+    """What can be checked without loading anything: a diffusers folder, or a ``.safetensors`` checkpoint with
+    the folder of its configs (trainers call this before they load or create anything)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "unet").is_dir() or not (path / "vae").is_dir():
+            raise BaseModelError(f"base_model: {path} is not a diffusers folder (needs unet/, vae/, text_encoder/, …)")
+        return
+    if not path.is_file():
+        raise BaseModelError(f"base_model: {path} does not exist (give a diffusers folder or a .safetensors checkpoint)")
+    check_suffix(path)
+    if single_file_config is None or not Path(single_file_config).is_dir():
+        raise BaseModelError(
+            f"base_model: {path.name} is a single-file checkpoint; set single_file_config to a local diffusers "
+            "folder with its configs and tokenizers (nothing is downloaded)"
+        )
+
+
 def load_base_model(path: str | Path, *, single_file_config: str | Path | None = None,
                     dtype: torch.dtype = torch.float32) -> BaseModel:
     """Load a base model from a diffusers folder or a single ``.safetensors`` checkpoint (never downloads)."""
+    check_base_model(path, single_file_config)
     path = Path(path)
-    if path.is_dir():
-        return _from_folder(path, dtype)
-    if path.is_file():
-        return _from_single_file(path, single_file_config, dtype)
-    raise BaseModelError(f"base_model: {path} does not exist (give a diffusers folder or a .safetensors checkpoint)")
+    return _from_folder(path, dtype) if path.is_dir() else _from_single_file(path, single_file_config, dtype)
 
 
 def _from_folder(path: Path, dtype: torch.dtype) -> BaseModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    if not (path / "unet").is_dir() or not (path / "vae").is_dir():
-        raise BaseModelError(f"base_model: {path} is not a diffusers folder (needs unet/, vae/, text_encoder/, …)")
     kw = {"local_files_only": True, "torch_dtype": dtype}
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
@@ -155,12 +168,6 @@ def _from_folder(path: Path, dtype: torch.dtype) -> BaseModel:
 def _from_single_file(path: Path, config_dir: str | Path | None, dtype: torch.dtype) -> BaseModel:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    check_suffix(path)
-    if config_dir is None or not Path(config_dir).is_dir():
-        raise BaseModelError(
-            f"base_model: {path.name} is a single-file checkpoint; set single_file_config to a local diffusers "
-            "folder with its configs and tokenizers (nothing is downloaded)"
-        )
     family = single_file_family(path)
     cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     pipe = cls.from_single_file(str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype)

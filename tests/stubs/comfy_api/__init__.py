@@ -1,1 +1,0 @@
-"""Test stand-in package for ComfyUI's ``comfy_api`` (see tests/stubs/README.md)."""
