@@ -68,6 +68,7 @@ def pytest_report_header(config):
         return [f"real host: server tests only, ComfyUI at {comfy_dir} run by COMFYUI_PYTHON"]
     return ["real host: none (COMFYUI_DIR unset): the node and server tests are skipped"]
 
+
 requires_comfyui = pytest.mark.skipif(not REAL_COMFYUI, reason=COMFYUI_SKIP_REASON)
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(comfyui_dir() is None, reason="set COMFYUI_DIR t
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = "fewstep_inpaint_no_extra_weights"
-SAVE_NODE, COMPOSITE_NODE = "14", "13"
+SAVE_NODE = "14"  # fewstep_inpaint_no_extra_weights: Save Image
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def test_pack_loads_without_import_error(server):
     info = server.get_json("/object_info")
     ours = {k for k in info if k.startswith("FewStep")}
     assert ours == set(load_snapshot())
-    ours = [line for line in server.log_text().splitlines() if f"custom_nodes/{PACK_FOLDER}" in line]
-    assert ours, "the pack's import time line is in the log"
-    assert not [line for line in ours if "IMPORT FAILED" in line or "Cannot import" in line], ours
+    pack_lines = [line for line in server.log_text().splitlines() if f"custom_nodes/{PACK_FOLDER}" in line]
+    assert pack_lines, "the pack's import time line is in the log"
+    assert not [line for line in pack_lines if "IMPORT FAILED" in line or "Cannot import" in line], pack_lines
 
 
 def test_live_schemas_match_the_snapshot(server):
