@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import PACK_NAME, REAL_COMFYUI, load_pack
+from .conftest import PACK_NAME, load_pack, requires_comfyui
 
-pytestmark = pytest.mark.skipif(not REAL_COMFYUI, reason="needs COMFYUI_DIR importable in this interpreter")
+pytestmark = requires_comfyui
 
 
 def pack_module(name: str):
