@@ -64,17 +64,26 @@ def blended_start(inverted: torch.Tensor, fresh: torch.Tensor, mask: torch.Tenso
 
 
 def sampler_noise_for_start(vp_start: torch.Tensor, latent: torch.Tensor, sigma0: float,
-                            max_denoise: bool) -> torch.Tensor:
+                            max_denoise: bool, regenerate: torch.Tensor | None = None) -> torch.Tensor:
     """The NOISE a k-diffusion sampler must receive so that its start latent is exactly ``vp_start``.
 
     ComfyUI starts from x = n·√(1+σ0²) + z (σ0 at the schedule's top, "max denoise") or
     x = n·σ0 + z, with z the sampler's latent. InverFill wants x = ẑ·√(1+σ0²) (VP x_T = ẑ), so
     n = ẑ − z/√(1+σ0²), or n = (ẑ·√(1+σ0²) − z)/σ0.
+
+    ``regenerate`` is the sampler's denoise mask (1 = regenerated). Where it is 0 a masked sampler
+    re-noises the known region as z + σ·n before every model call (ComfyUI's KSamplerX0Inpaint, and
+    FewStep Blended Sampler with known_noise = start), so there n = ẑ itself: InverFill's background
+    re-noise z + σ·ẑ_T^blend (Sec. 3.3). Soft values interpolate between the two.
     """
     scale = math.sqrt(1.0 + sigma0 * sigma0)
     if max_denoise:
-        return vp_start - latent / scale
-    return (vp_start * scale - latent) / sigma0
+        compensated = vp_start - latent / scale
+    else:
+        compensated = (vp_start * scale - latent) / sigma0
+    if regenerate is None:
+        return compensated
+    return torch.lerp(vp_start, compensated, regenerate.to(vp_start.dtype))
 
 
 def vp_start_from_sampler_noise(noise: torch.Tensor, latent: torch.Tensor, sigma0: float,

@@ -36,14 +36,6 @@ def seeded_noise_sampler(x: torch.Tensor, seed: Optional[int], *, offset: int = 
     return sample
 
 
-def start_noise(x: torch.Tensor, start: torch.Tensor, sigma0: float, max_denoise: bool) -> torch.Tensor:
-    """The unit-variance noise of a sampler's start latent: VP x_T = x/√(1+σ0²) at the schedule's top
-    (with an InverFill start this is exactly ẑ_T^blend), else (x − start)/σ0."""
-    if max_denoise:
-        return x / (1.0 + sigma0 * sigma0) ** 0.5
-    return (x - start) / sigma0
-
-
 @torch.no_grad()
 def sample_fewstep_blended(
     model,
@@ -66,8 +58,10 @@ def sample_fewstep_blended(
     With σ_N = 0 the result is the last blended x̂0, and the known region (m = 0) is pasted from
     ``source`` exactly. ``mask_fn(σ·1_B, mask, sigmas)`` may reshape the mask per step (e.g. ComfyUI's
     Differential Diffusion); an empty mask returns ``source`` without calling the model.
-    ``known_noise`` (unit variance) re-noises the known region every step instead of fresh noise,
-    as InverFill does with its inverted noise ẑ_T (Sec. 3.3); the hole always gets fresh noise.
+    ``known_noise`` (unit variance) re-noises the known region before every model call, the first
+    included, as z_src + σ_i·known_noise instead of fresh noise, as InverFill does with its inverted
+    noise ẑ_T (Sec. 3.3) and ComfyUI's KSamplerX0Inpaint with the start NOISE; the hole always gets
+    fresh noise.
     """
     extra_args = {} if extra_args is None else extra_args
     if mask is not None:
@@ -78,6 +72,8 @@ def sample_fewstep_blended(
     if noise_sampler is None:
         noise_sampler = seeded_noise_sampler(x, extra_args.get("seed"))
     s_in = x.new_ones([x.shape[0]])
+    if known_noise is not None and mask is not None and len(sigmas) > 1:
+        x = blend_known(x, renoise(sigmas[0], known_noise.to(x), source.to(x)), mask)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         if mask is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import comfy.sample
+import comfy.sampler_helpers
 import comfy.utils
 import torch
 
@@ -91,10 +92,16 @@ class InverseNoise:
         return out
 
     def to_sampler_noise(self, vp_start: torch.Tensor, input_latent: dict) -> torch.Tensor:
-        """The NOISE tensor that makes the sampler start exactly at ``vp_start``."""
-        latent_in = self._latent_in(input_latent["samples"]).float()
+        """The NOISE tensor that makes the sampler start exactly at ``vp_start`` where it regenerates (the LATENT's
+        noise mask, as ComfyUI resizes it for the sampler; everywhere without one) and re-noise the known region
+        with ``vp_start`` itself."""
+        samples = input_latent["samples"]
+        latent_in = self._latent_in(samples).float()
         max_denoise = abs(self.sigma0 - self.sigma_max) <= 1e-5 * self.sigma_max or self.sigma0 > self.sigma_max
-        return sampler_noise_for_start(vp_start, latent_in, self.sigma0, max_denoise)
+        regenerate = None
+        if input_latent.get("noise_mask") is not None:
+            regenerate = comfy.sampler_helpers.prepare_mask(input_latent["noise_mask"], samples.shape, "cpu").float()
+        return sampler_noise_for_start(vp_start, latent_in, self.sigma0, max_denoise, regenerate)
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         return self.to_sampler_noise(self.raw_noise(input_latent), input_latent)

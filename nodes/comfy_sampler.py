@@ -6,7 +6,7 @@ import torch
 
 from ..core.blend import clear_hole
 from ..core.masks import check_finite
-from ..core.samplers import sample_fewstep_blended, start_noise
+from ..core.samplers import sample_fewstep_blended
 
 HOLE_INITS = ("source", "noise")
 KNOWN_NOISES = ("fresh", "start")
@@ -45,7 +45,7 @@ class FewStepBlendedKSampler(comfy.samplers.Sampler):
         x = sampling.noise_scaling(sigmas[0], noise, start, max_denoise)
         known = None
         if self.known_noise == "start" and denoise_mask is not None and len(sigmas) > 1:
-            known = start_noise(x, start, float(sigmas[0]), max_denoise)
+            known = noise  # the start NOISE re-noises the known region, as KSamplerX0Inpaint does with it
         k_callback = None
         if callback is not None:
             total = len(sigmas) - 1

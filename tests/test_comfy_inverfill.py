@@ -135,8 +135,9 @@ def test_sampler_starts_exactly_at_the_reblended_inverted_noise(sd15, inverfill_
     sampler = (pack_module("nodes.sampler").FewStepBlendedSampler.execute(known_noise="start").result[0]
                if sampler_kind == "fewstep" else comfy.samplers.sampler_object("lcm"))
     x = first_start(model, conds, noise, {"samples": z, "noise_mask": mask}, sampler, sigmas)
-    target, _ = expected_start(model, net, conds, z, mask, 7)
-    torch.testing.assert_close(x / math.sqrt(1 + float(sigmas[0]) ** 2), target, atol=1e-4, rtol=1e-4)
+    target, m = expected_start(model, net, conds, z, mask, 7)
+    hole = (m == 1).expand_as(z)  # the known region: test_every_model_call_sees_…
+    torch.testing.assert_close((x / math.sqrt(1 + float(sigmas[0]) ** 2))[hole], target[hole], atol=1e-4, rtol=1e-4)
 
 
 def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, inverfill_dir):
@@ -154,10 +155,66 @@ def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, inverfi
     x = first_start(model, conds, wrapped, {"samples": z, "noise_mask": mask}, sampler, sigmas)
     import comfy.sample
 
-    target, _ = expected_start(model, net, conds, z, mask, 7)
+    target, m = expected_start(model, net, conds, z, mask, 7)
     m2 = torch.nn.functional.interpolate(second[:, None], size=(16, 16), mode="bilinear")
     target = pack_module("core.blend").reblend_noise(target, comfy.sample.prepare_noise(z, 11).float(), m2)
-    torch.testing.assert_close(x / math.sqrt(1 + float(sigmas[0]) ** 2), target, atol=1e-4, rtol=1e-4)
+    sigma0 = float(sigmas[0])
+    hole, known = (m == 1).expand_as(z), (m == 0).expand_as(z)
+    torch.testing.assert_close((x / math.sqrt(1 + sigma0 ** 2))[hole], target[hole], atol=1e-4, rtol=1e-4)
+    z_in = model.model.process_latent_in(z)  # below the top σ ComfyUI starts from z + σ0·n: n = the start there
+    torch.testing.assert_close(x[known], (z_in + sigma0 * target)[known], atol=1e-4, rtol=1e-4)
+
+
+class InputRecorder:
+    """UNet function wrapper recording the VE model input x and σ of every model call."""
+
+    def __init__(self):
+        self.inputs, self.sigmas = [], []
+
+    def __call__(self, apply_model, args):
+        self.inputs.append(args["input"].detach().cpu().clone())
+        self.sigmas.append(float(args["timestep"][0]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+
+@pytest.mark.parametrize("sampler_kind", ["core_lcm", "fewstep"])
+@pytest.mark.parametrize("timesteps", ["", "749, 249"], ids=["top_sigma", "lower_first_sigma"])
+def test_every_model_call_sees_the_hole_start_and_the_known_region_renoised_with_the_inverted_noise(
+        sd15, inverfill_dir, sampler_kind, timesteps):
+    """SamplerCustomAdvanced + Inverse Noise Init on a LATENT with a noise mask, with core's lcm (KSamplerX0Inpaint
+    re-noises the known region with the NOISE before every call) and with FewStep Blended Sampler
+    (known_noise = start): the first call's hole is ẑ_T^blend·√(1+σ0²) (VP start ẑ_T^blend), and every call's
+    known region is z + σ_i·ẑ_T^blend (InverFill Sec. 3.3), at the top σ and below it."""
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced
+
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    z, mask = scene()
+    steps = 2 if timesteps else 4
+    (sigmas,) = pack_module("nodes.schedule").FewStepSchedule.execute(
+        model=model, steps=steps, spacing="trailing", timesteps=timesteps).result
+    noise = pack_module("nodes.inverfill").InverseNoiseInit.execute(
+        model=model, inverfill=net, positive=conds, mask=mask, seed=7, sigmas=sigmas if timesteps else None).result[0]
+    sampler = (pack_module("nodes.sampler").FewStepBlendedSampler.execute(known_noise="start").result[0]
+               if sampler_kind == "fewstep" else comfy.samplers.sampler_object("lcm"))
+    recorder = InputRecorder()
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(recorder)
+    guider = comfy.samplers.CFGGuider(patched)
+    guider.set_conds(conds, conds)
+    guider.set_cfg(1.0)
+    SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, {"samples": z, "noise_mask": mask})
+
+    target, m = expected_start(model, net, conds, z, mask, 7)
+    z_in = model.model.process_latent_in(z)
+    known, hole = (m == 0).expand_as(z), (m == 1).expand_as(z)
+    assert len(recorder.inputs) == steps
+    sigma0 = float(sigmas[0])
+    torch.testing.assert_close(recorder.inputs[0][hole], (target * math.sqrt(1 + sigma0 ** 2))[hole],
+                               atol=1e-4, rtol=1e-4)
+    for x, sigma in zip(recorder.inputs, recorder.sigmas):
+        torch.testing.assert_close(x[known], (z_in + sigma * target)[known], atol=1e-4, rtol=1e-4)
 
 
 def test_pixel_network_uses_image_and_vae(sd15, inverfill_dir):
