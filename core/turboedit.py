@@ -133,22 +133,23 @@ def sample_replay(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Opti
     traj = trajectory.to(x.device, x.dtype)
     s_in = x.new_ones([x.shape[0]])
     x = traj.start
-    x0 = x
+    edited = x
     for k in trange(len(sigmas) - 1, disable=disable):
-        x0 = model(x, sigmas[k] * s_in, **extra_args)
+        edited = model(x, sigmas[k] * s_in, **extra_args)
         if mask is None and mask_at is not None:
-            mask = mask_at(k, x0)
-        if mask is not None:
-            x0 = blend_known(x0, traj.x0s[k], mask)
+            mask = mask_at(k, edited)
+        x0 = edited if mask is None else blend_known(edited, traj.x0s[k], mask)
         if callback is not None:
             callback({"x": x, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0})
         if k + 1 < len(sigmas) - 1:
             x = x0 + sigmas[k + 1] * traj.noises[k + 1]
-    out = x0 + traj.residual
-    if mask is not None:
-        kept = traj.source if traj.source is not None else traj.x0s[-1] + traj.residual
-        out = torch.where(mask == 0, kept, out)
-    return out
+    if mask is None:
+        return x0 + traj.residual
+    # The last step blends with the source itself, not its reconstruction x̂0_{N−1}: with the exact inversion
+    # (residual = z − x̂0_{N−1}) this is the same output, and with the encoder's (no residual) the edit meets
+    # the source continuously at a soft mask's edge instead of jumping by the reconstruction error.
+    kept = traj.source if traj.source is not None else traj.x0s[-1] + traj.residual
+    return blend_known(edited + traj.residual, kept, mask)
 
 
 @torch.no_grad()

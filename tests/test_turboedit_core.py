@@ -92,6 +92,24 @@ def test_encoder_inversion_uses_2n_passes(setup):
     assert rel_err(out, setup["z"]) <= 1e-4
 
 
+def test_encoder_edit_with_a_soft_mask_has_no_seam_at_its_edge(setup):
+    """The encoder inversion stores no residual, so its reconstruction differs from the source; just inside a
+    blurred mask the edit must still meet the source continuously (|out − z| ∝ m), not jump by that error."""
+    def encoder(z, previous, sigma):
+        return (z - previous) * 0.1
+
+    traj = invert_with_encoder(setup["source"], encoder, setup["z"], setup["sigmas"], disable=True)
+    recon_error = float((traj.x0s[-1] - setup["z"]).abs().max())
+    assert recon_error > 0.5, "the dummy encoder reconstructs the source only roughly"
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    mask = ((6.0 - ((yy - 8) ** 2 + (xx - 8) ** 2).sqrt()) / 4).clamp(0, 1)[None, None]  # soft ring 2 px → 6 px
+    out = sample_replay(setup["target"], setup["z"], setup["sigmas"], disable=True, trajectory=traj, mask=mask)
+    keep, edge = (mask == 0).expand_as(out), ((mask > 0) & (mask <= 0.25)).expand_as(out)
+    assert torch.equal(out[keep], setup["z"][keep]) and edge.any()
+    gap = (out - setup["z"]).abs()
+    assert float(gap[edge].max()) <= 0.25 * float(gap[(mask == 1).expand_as(out)].max()), "no jump at the edge"
+
+
 def test_kl_and_reparameterisation():
     mean, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
     assert float(gaussian_kl(mean, logvar)) == 0.0
