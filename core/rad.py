@@ -55,8 +55,14 @@ def timestep_map(abar: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tens
     """Per-pixel fractional timestep τ of a noise level on the base schedule (RAD §3.2; σ = 0 → τ = 0)."""
     sigma = ((1 - abar) / abar).clamp_min(0).sqrt()
     table = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
-    tau = timestep_from_sigma(sigma.float(), table)
-    return torch.where(abar >= 1, torch.zeros_like(tau), tau)
+    return timestep_map_from_sigma(sigma, table)
+
+
+def timestep_map_from_sigma(sigma_map: torch.Tensor, sigma_table: torch.Tensor) -> torch.Tensor:
+    """τ of a per-pixel σ map on a discrete σ table (the trainer's and the node's one definition): linear in
+    log σ between the table's timesteps, so soft masks get fractional timesteps; σ = 0 → τ = 0."""
+    tau = timestep_from_sigma(sigma_map.float(), sigma_table.float())
+    return torch.where(sigma_map <= 0, torch.zeros_like(tau), tau)
 
 
 def posterior_step(x_t: torch.Tensor, x0: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,

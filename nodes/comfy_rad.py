@@ -18,7 +18,7 @@ import comfy.samplers
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, VideoResBlock, apply_control, forward_timestep_embed
 
-from ..core.rad import sample_region_aware, spatial_time_embedding, time_term
+from ..core.rad import sample_region_aware, spatial_time_embedding, time_term, timestep_map_from_sigma
 
 SIGMA_MAP = "fewstep_rad_sigma_map"
 TIME_MAP = "fewstep_rad_time_map"
@@ -70,7 +70,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     s = sigma_s.view(-1, 1, 1, 1)
     x_scaled = x * torch.sqrt(s**2 + 1) / torch.sqrt(smap**2 + 1)
     options = dict(transformer_options)
-    options[TIME_MAP] = base_model.model_sampling.timestep(smap.flatten().float()).view(smap.shape)
+    options[TIME_MAP] = timestep_map_from_sigma(smap, base_model.model_sampling.sigmas).to(x.device)
     denoised = executor(x_scaled, sigma_s, c_concat, c_crossattn, control, options, **kwargs)
     eps = (x_scaled - denoised) / s
     return torch.where(smap == 0, x, x - smap * eps)

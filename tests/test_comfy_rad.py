@@ -79,6 +79,8 @@ def sd15():
 
 
 def test_patched_model_with_a_uniform_sigma_map_equals_the_model(sd15):
+    """At σ on the model's table (every schedule's σ; the hole's level) the uniform map equals the unpatched model.
+    Between table entries the map keeps the fractional timestep (test above) where ComfyUI rounds its global t."""
     import comfy.model_management as mm
 
     rad = pack_module("nodes.comfy_rad")
@@ -86,17 +88,45 @@ def test_patched_model_with_a_uniform_sigma_map_equals_the_model(sd15):
     patched = rad.patch(model)
     mm.load_models_gpu([patched])
     base = patched.model
-    x, sigma = torch.randn(1, 4, 16, 16), torch.tensor([4.0817])
+    level = float(base.model_sampling.sigmas[749])  # ≈ 4.08
+    x, sigma = torch.randn(1, 4, 16, 16), torch.tensor([level])
     ctx = conds[0][0]
     ref = base.apply_model(x, sigma, c_crossattn=ctx, transformer_options={})
     options = {"wrappers": patched.wrappers}  # what ComfyUI merges in before sampling
     out = base.apply_model(x, sigma, c_crossattn=ctx, transformer_options={
-        **options, rad.SIGMA_MAP: torch.full((1, 1, 16, 16), 4.0817)})
+        **options, rad.SIGMA_MAP: torch.full((1, 1, 16, 16), level)})
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    half = torch.full((1, 1, 16, 16), 4.0817)
+    half = torch.full((1, 1, 16, 16), level)
     half[..., :8] = 0
     masked = base.apply_model(x, sigma, c_crossattn=ctx, transformer_options={**options, rad.SIGMA_MAP: half})
     assert torch.equal(masked[..., :8], x[..., :8]), "σ = 0 pixels come back exactly"
+
+
+def test_node_and_trainer_give_a_soft_mask_the_same_fractional_timesteps(sd15):
+    """One definition of the per-pixel timestep (RAD §3.2): the node's map equals core.rad.timestep_map, which the
+    trainer uses (fractional, e.g. ≈ 352.5 at m = 0.5, t = 999, not ComfyUI's rounded 352)."""
+    from core.rad import sigma_map, timestep_map
+
+    rad = pack_module("nodes.comfy_rad")
+    model, _, _ = sd15
+    base = model.model
+    alphas = 1 / (1 + base.model_sampling.sigmas.double() ** 2)  # ComfyUI keeps σ; ᾱ = 1/(1+σ²)
+    mask = torch.linspace(0, 1, 64).view(1, 1, 8, 8)
+    smap = sigma_map(alphas, 999, mask)
+    seen = {}
+
+    class Executor:
+        class_obj = base
+
+        def __call__(self, x, t, c_concat, c_crossattn, control, options, **kw):
+            seen["tmap"] = options[rad.TIME_MAP]
+            return x
+
+    rad.apply_model_wrapper(Executor(), torch.zeros(1, 4, 8, 8), torch.tensor([1.0]), transformer_options={rad.SIGMA_MAP: smap})
+    abar = 1 / (1 + smap.double() ** 2)
+    expected = timestep_map(abar, alphas)
+    torch.testing.assert_close(seen["tmap"].float(), expected.float(), atol=1e-3, rtol=0)
+    assert (expected != expected.round()).any(), "soft values fall between integer timesteps"
 
 
 def run(model, conds, latent, **kw):
