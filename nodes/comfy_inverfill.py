@@ -43,7 +43,7 @@ class InverseNoise:
     """NOISE whose start latent is exactly ẑ_T^blend = m⊙ε′ + (1−m)⊙F(z0^m) (InverFill Sec. 3).
 
     ``generate_noise`` compensates for how ComfyUI builds the start (x = n·√(1+σ0²) + z or
-    x = n·σ0 + z). ``raw_noise`` / ``to_sampler_noise`` let Re-Blend wrap it and stay exact.
+    x = n·σ0 + z). ``blend_parts`` / ``to_sampler_noise`` let Re-Blend wrap it, blend once and stay exact.
     """
 
     def __init__(self, model, network: InversionNetwork, positive, mask: torch.Tensor, seed: int,
@@ -61,18 +61,23 @@ class InverseNoise:
             return samples
         return self.model.model.process_latent_in(samples)
 
-    def raw_noise(self, input_latent: dict) -> torch.Tensor:
-        """ẑ_T^blend (VP units, CPU float32); plain seeded noise when the mask is empty."""
+    def blend_parts(self, input_latent: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ẑ_T, ε′, m) whose Re-Blend is the start (VP units, CPU float32); an empty mask skips the network and
+        gives (ε′, ε′, 0). Re-Blend wrapping this NOISE blends with these parts once, not on top of the blend."""
         samples = input_latent["samples"]
         check_finite(samples, "latent")
         fresh = comfy.sample.prepare_noise(samples, self.seed, input_latent.get("batch_index")).float()
         mask = mask_for_latent(self.mask, samples.shape, "Inverse Noise Init mask")
         if is_empty_mask(mask):
-            return fresh
+            return fresh, fresh, torch.zeros_like(mask)
         key = hashlib.sha1(samples.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
         if key not in self._cache:
             self._cache = {key: self._invert(samples, mask)}
-        return blended_start(self._cache[key], fresh, mask)
+        return self._cache[key], fresh, mask
+
+    def raw_noise(self, input_latent: dict) -> torch.Tensor:
+        """ẑ_T^blend (VP units, CPU float32); plain seeded noise when the mask is empty."""
+        return blended_start(*self.blend_parts(input_latent))
 
     def _invert(self, samples: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, (h, w) = samples.shape[0], samples.shape[-2:]

@@ -29,17 +29,29 @@ class ReBlendNoise:
             return self.inner.to_sampler_noise(self.raw_noise(input_latent), input_latent)
         return self.raw_noise(input_latent)
 
-    def raw_noise(self, input_latent: dict) -> torch.Tensor:
+    def blend_parts(self, input_latent: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(kept, hole noise, mask) of one Re-Blend. Around a NOISE that blends itself (Inverse Noise Init, another
+        Re-Blend) the parts merge: its kept noise, blended once against the union of both holes, whose noise is
+        this node's inside its mask and the inner one's elsewhere (no soft edge is normalised twice)."""
         import comfy.sample
 
         inner = self.inner
-        kept = inner.raw_noise(input_latent) if hasattr(inner, "raw_noise") else inner.generate_noise(input_latent)
+        parts = inner.blend_parts(input_latent) if hasattr(inner, "blend_parts") else None
+        kept = parts[0] if parts is not None else inner.generate_noise(input_latent)
         if kept.ndim != 4:
             raise ValueError(f"Re-Blend noise: supports image latents (B,C,H,W), got shape {tuple(kept.shape)}")
         check_finite(kept, "Re-Blend noise")
         fresh = comfy.sample.prepare_noise(kept, self.hole_seed, input_latent.get("batch_index"))
         mask = mask_for_latent(self.mask, kept.shape, "Re-Blend mask")
-        return reblend_noise(kept, fresh, mask)
+        if parts is None:
+            return kept, fresh, mask
+        _, inner_fresh, inner_mask = parts
+        union = torch.maximum(inner_mask.to(mask), mask)
+        share = torch.where(union > 0, mask / union.clamp_min(1e-12), torch.zeros_like(mask))
+        return kept, reblend_noise(inner_fresh.to(fresh), fresh, share), union
+
+    def raw_noise(self, input_latent: dict) -> torch.Tensor:
+        return reblend_noise(*self.blend_parts(input_latent))
 
     def to_sampler_noise(self, vp_start: torch.Tensor, input_latent: dict) -> torch.Tensor:
         if hasattr(self.inner, "to_sampler_noise"):

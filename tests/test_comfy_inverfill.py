@@ -217,6 +217,26 @@ def test_every_model_call_sees_the_hole_start_and_the_known_region_renoised_with
         torch.testing.assert_close(x[known], (z_in + sigma * target)[known], atol=1e-4, rtol=1e-4)
 
 
+def test_re_blend_around_inverse_noise_init_blends_once(sd15, inverfill_dir):
+    """Re-Blend wrapping Inverse Noise Init with the same soft mask: ẑ_T is blended once against the hole noise
+    (weight 1/√2 at m = 0.5), not normalised twice (weight 1/2); inside Re-Blend's mask its seed's noise is used."""
+    import comfy.sample
+
+    model, _, _, conds = sd15
+    net = load(model, "tiny_latent.safetensors")
+    z, _ = scene()
+    soft = torch.zeros(1, 128, 128)
+    soft[:, 32:96, 40:104] = 0.5
+    inner = pack_module("nodes.inverfill").InverseNoiseInit.execute(
+        model=model, inverfill=net, positive=conds, mask=soft, seed=7).result[0]
+    outer = pack_module("nodes.noise").ReBlend.execute(noise=inner, mask=soft, seed=11).result[0]
+    z_in = model.model.process_latent_in(z)
+    m = torch.nn.functional.interpolate(soft[:, None], size=(16, 16), mode="bilinear")
+    inverted = net(z_in * (1 - m), conds[0][0], None)
+    once = pack_module("core.blend").reblend_noise(inverted, comfy.sample.prepare_noise(z, 11).float(), m)
+    torch.testing.assert_close(outer.raw_noise({"samples": z}), once, atol=1e-5, rtol=1e-5)
+
+
 def test_pixel_network_uses_image_and_vae(sd15, inverfill_dir):
     model, _, vae, conds = sd15
     net = load(model, "tiny_pixel.safetensors")
