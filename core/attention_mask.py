@@ -34,6 +34,19 @@ def to_spatial(values: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor
     return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def blur_radius(blur: int | None, latent_hw: tuple[int, int]) -> int:
+    """The local mask's Gaussian blur radius in latent pixels: None or < 0 → 1/16 of the short side, 0 → none."""
+    if blur is None or blur < 0:
+        return max(1, min(latent_hw) // 16)
+    return int(blur)
+
+
+def soften_local_mask(mask_b1hw: torch.Tensor, blur: int | None) -> torch.Tensor:
+    """TurboEdit's local mask treatment (Wu et al. 2024, Sec. 4: "Gaussian blur the mask, then resize it"), for a
+    user's MASK and a noise mask as for the attention mask; values stay in [0, 1]."""
+    return gaussian_blur(mask_b1hw, blur_radius(blur, tuple(mask_b1hw.shape[-2:]))).clamp(0.0, 1.0)
+
+
 def edit_mask(maps: list[torch.Tensor], latent_hw: tuple[int, int], *, threshold: float = 0.4,
               blur: int | None = None) -> torch.Tensor:
     """Average attention maps, normalise to [0, 1] per sample, threshold, Gaussian-blur (≈ 1/16 of the side)."""
@@ -43,7 +56,4 @@ def edit_mask(maps: list[torch.Tensor], latent_hw: tuple[int, int], *, threshold
     lo = mean.flatten(1).min(1).values.view(-1, 1, 1, 1)
     hi = mean.flatten(1).max(1).values.view(-1, 1, 1, 1)
     norm = (mean - lo) / (hi - lo).clamp_min(1e-8)
-    hard = (norm >= threshold).float()
-    radius = blur if blur is not None else max(1, min(latent_hw) // 16)
-    soft = gaussian_blur(hard, radius)
-    return soft.clamp(0.0, 1.0)
+    return soften_local_mask((norm >= threshold).float(), blur)

@@ -14,7 +14,7 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..core.attention_mask import edit_mask, token_attention
+from ..core.attention_mask import edit_mask, soften_local_mask, token_attention
 from ..core.masks import check_finite, mask_for_latent
 from ..core.schedules import parse_timesteps
 from ..core.turboedit import Trajectory, encoder_step, invert_exact, invert_with_encoder, sample_replay
@@ -153,7 +153,7 @@ class EditSampler(comfy.samplers.Sampler):
     """
 
     def __init__(self, inversion: Inversion, mask=None, tokens=None, local_mask: str = "auto",
-                 threshold: float = 0.4, blur: int = 0):
+                 threshold: float = 0.4, blur: int = -1):
         self.inversion, self.mask, self.tokens = inversion, mask, tokens
         self.local_mask, self.threshold, self.blur = local_mask, threshold, blur
 
@@ -163,9 +163,10 @@ class EditSampler(comfy.samplers.Sampler):
         mask, mask_at = None, None
         if self.local_mask != "off":
             if self.mask is not None:
-                mask = mask_for_latent(self.mask, latent_image.shape, "mask").to(latent_image)
+                mask = soften_local_mask(mask_for_latent(self.mask, latent_image.shape, "mask"), self.blur)
+                mask = mask.to(latent_image)
             elif denoise_mask is not None:
-                mask = denoise_mask[:, :1]
+                mask = soften_local_mask(denoise_mask[:, :1].float(), self.blur).to(latent_image)
             elif self.tokens:
                 extra_args, mask_at = self._attention_mask(extra_args, latent_image)
         k_callback = None
@@ -183,7 +184,7 @@ class EditSampler(comfy.samplers.Sampler):
         def mask_at(step: int, x0: torch.Tensor) -> torch.Tensor:
             recorder.active = False
             return edit_mask(recorder.maps, tuple(latent.shape[-2:]), threshold=self.threshold,
-                             blur=self.blur or None).to(latent)
+                             blur=self.blur).to(latent)
 
         return {**extra_args, "model_options": options}, mask_at
 

@@ -169,15 +169,17 @@ class TurboEditSampler(io.ComfyNode):
                                        "tokens. off: edit the whole image."),
                 io.Float.Input("threshold", default=0.4, min=0.0, max=1.0, step=0.05,
                                tooltip="Attention mask: fraction of the peak attention that counts as edited."),
-                io.Int.Input("blur", default=0, min=0, max=64,
-                             tooltip="Attention mask blur radius in latent pixels (0 = 1/16 of the side)."),
+                io.Int.Input("blur", default=-1, min=-1, max=64,
+                             tooltip="Gaussian blur radius of the local mask in latent pixels, applied to every local "
+                                     "mask (MASK, noise mask or attention) as TurboEdit does: -1 = 1/16 of the short "
+                                     "side, 0 = none (a sharp mask)."),
             ],
             outputs=[io.Sampler.Output(tooltip="SAMPLER for SamplerCustomAdvanced.")],
         )
 
     @classmethod
     def execute(cls, inversion, mask=None, tokens=None, local_mask: str = "auto", threshold: float = 0.4,
-                blur: int = 0) -> io.NodeOutput:
+                blur: int = -1) -> io.NodeOutput:
         from .comfy_turboedit import EditSampler
 
         if mask is not None:

@@ -98,7 +98,7 @@ def test_masked_edit_keeps_the_outside_and_changes_the_inside(sd15, captions, in
     z, inversion, _, sigmas, latent = inverted
     mask = torch.zeros(1, 128, 128)
     mask[:, 32:96, 32:96] = 1
-    sampler = node("TurboEditSampler").execute(inversion=inversion, mask=mask).result[0]
+    sampler = node("TurboEditSampler").execute(inversion=inversion, mask=mask, blur=0).result[0]
     out = edit(model, captions[1], sampler, sigmas, latent)
     m = torch.nn.functional.interpolate(mask[:, None], size=(16, 16), mode="bilinear").expand_as(z)
     # The sampler returns the source exactly outside the mask (model space); ComfyUI then scales the LATENT out
@@ -106,6 +106,32 @@ def test_masked_edit_keeps_the_outside_and_changes_the_inside(sd15, captions, in
     scaled = model.model.process_latent_out(model.model.process_latent_in(z))
     assert torch.equal(out[m == 0], scaled[m == 0])
     assert rel(out[m == 1], z[m == 1]) > 1e-3
+
+
+@pytest.mark.parametrize("source", ["mask", "noise_mask"])
+def test_every_local_mask_is_blurred_by_default_and_blur_zero_keeps_it_sharp(sd15, captions, inverted, source):
+    """TurboEdit blurs its local mask (Gaussian, then resized): a MASK input or the LATENT's noise mask too, not only
+    the attention mask. By default the edit reaches a halo just outside the hard mask; with blur = 0 it does not;
+    beyond the blur everything stays the source."""
+    from scipy.ndimage import binary_dilation
+
+    model = sd15[0]
+    z, inversion, _, sigmas, latent = inverted
+    mask = torch.zeros(1, 128, 128)
+    mask[:, 48:80, 48:80] = 1
+    hard = torch.nn.functional.interpolate(mask[:, None], size=(16, 16), mode="bilinear")[0, 0] > 0
+    halo = torch.from_numpy(binary_dilation(hard.numpy(), iterations=1)) & ~hard
+    far = ~torch.from_numpy(binary_dilation(hard.numpy(), iterations=4))
+    scaled = model.model.process_latent_out(model.model.process_latent_in(z))
+    changed = {}
+    for blur in (-1, 0):
+        args = {"mask": mask} if source == "mask" else {}
+        run_latent = latent if source == "mask" else {**latent, "noise_mask": mask}
+        sampler = node("TurboEditSampler").execute(inversion=inversion, blur=blur, **args).result[0]
+        out = edit(model, captions[1], sampler, sigmas, run_latent)
+        changed[blur] = (out - scaled).abs().amax(1)[0]
+        assert torch.equal(out[..., far], scaled[..., far]), blur
+    assert float(changed[-1][halo].max()) > 0 and float(changed[0][halo].max()) == 0
 
 
 def test_attention_mask_from_the_changed_tokens(sd15, captions, inverted):

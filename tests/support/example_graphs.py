@@ -158,7 +158,7 @@ def edit_graph(method: str) -> Graph:
         Node(4, "FewStepIterativeInverter", (380, 300), {"steps": 4, "method": method, "seed": 0},
              {"model": (1, 0), "conditioning": (3, 0), "image": (2, 0), "vae": (1, 2),
               **({"encoder": (11, 0)} if encoder else {})}, size=(320, 250)),
-        Node(5, "FewStepTurboEditSampler", (820, 300), {"local_mask": "auto", "threshold": 0.4, "blur": 0},
+        Node(5, "FewStepTurboEditSampler", (820, 300), {"local_mask": "auto", "threshold": 0.4, "blur": -1},
              {"inversion": (4, 0), "tokens": (3, 4)}, size=(300, 170)),
         Node(6, "DisableNoise", (820, 0), size=(200, 30)),
         Node(7, "BasicGuider", (820, 80), links={"model": (1, 0), "conditioning": (3, 1)}, size=(200, 50)),
