@@ -12,7 +12,7 @@ from core.weights import load_weights, read_metadata
 from .conftest import accelerate_launcher, fails_before_loading, run_killed, run_module
 
 FAST = ["--resolution=64", "--batch_size=4", "--lr=1e-3", "--mixed_precision=no", "--gradient_checkpointing=false",
-        "--export_dtype=fp32", "--eval_count=4", "--ema_decay=0.99", "--masking=latent",
+        "--export_dtype=fp32", "--eval_count=4", "--ema_decay=0.99", "--masking=latent", "--lambda_adv=0",
         "--prompts_file=trainers/configs/prompts_example.txt"]
 
 
@@ -88,11 +88,17 @@ def test_two_processes_with_accelerate_agree_on_the_weights(tiny_bases, tmp_path
 
 @pytest.mark.parametrize("base, extra", [
     ("custom", []),
+    ("custom", ["teacher"]),
     ("sdxl", ["--mixed_precision=bf16", "--gradient_checkpointing=true", "--grad_accum=2", "--export_dtype=bf16"]),
 ])
 def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path, base, extra):
-    """The paper's full objective (VAE-encoded masked images, LADD critic on the frozen base, hinge), on an
-    SD-style and an SDXL-style base (pooled text + size ids), with bf16 autocast, checkpointing, accumulation."""
+    """The paper's full objective (VAE-encoded masked images, LADD critic, hinge), on an SD-style and an SDXL-style
+    base (pooled text + size ids), with bf16 autocast, checkpointing, accumulation; the critic reads the frozen base
+    or a separate teacher, and steps once per network step however many micro-batches accumulate."""
+    from .support.tiny_base import build_tiny_base
+
+    if extra == ["teacher"]:
+        extra = [f"--teacher_model={build_tiny_base(tmp_path / 'teacher', seed=1)}"]
     out = tmp_path / "adv"
     args = [a for a in FAST if not a.startswith("--masking")] + [
         f"--base_model={tiny_bases[base]}", "--masking=pixel", "--lambda_adv=0.5", "--adv_lr=1e-4",
@@ -104,11 +110,21 @@ def test_pixel_masking_with_the_adversarial_loss_runs(tiny_bases, tmp_path, base
     assert {"critic", "critic_optimizer", "model", "ema", "optimizer"} <= set(state["files"])
     critic = [load_file(str(out / "checkpoints" / f"checkpoint-0000000{s}" / "critic.safetensors")) for s in (2, 4)]
     assert any(not torch.equal(critic[0][k], critic[1][k]) for k in critic[1]), "the critic is trained"
-    assert load_file(str(out / "checkpoints" / "checkpoint-00000004" / "critic_optimizer.safetensors")), "Adam state"
+    adam = load_file(str(out / "checkpoints" / "checkpoint-00000004" / "critic_optimizer.safetensors"))
+    assert {float(v) for k, v in adam.items() if k.endswith(".step")} == {4.0}, "one critic step per network step"
+    assert summary["critic_backbone"] == next((a.split("=", 1)[1] for a in extra if a.startswith("--teacher_model=")),
+                                              str(tiny_bases[base]))
     meta = read_metadata(out / "inverfill.safetensors")
     assert meta["masking"] == "pixel" and meta["base_family"] == ("sdxl" if base == "sdxl" else "custom")
     if base == "sdxl":
         assert load_weights(out / "inverfill.safetensors")[0]["conv_in.weight"].dtype == torch.bfloat16
+
+
+def test_a_teacher_of_another_family_is_refused(tiny_bases, tmp_path):
+    proc = run_module("trainers.inverfill", FAST + [f"--base_model={tiny_bases['custom']}", "--lambda_adv=0.5",
+                                                    f"--teacher_model={tiny_bases['sdxl']}", "--max_steps=1",
+                                                    f"--output_dir={tmp_path}"], check=False)
+    assert proc.returncode != 0 and "teacher_model: " in proc.stderr and "base_model is custom" in proc.stderr
 
 
 @pytest.mark.parametrize("case, message", [

@@ -69,10 +69,11 @@ class InverFillConfig:
     lambda_noise: float = 1.0
     lambda_image: float = 1.0
     lambda_reg: float = 0.5
-    lambda_adv: float = 0.0  # 0.5 in the paper's SDXL run; needs a GPU-sized budget
+    lambda_adv: float = 0.5  # the paper's SDXL run ("clsgan+lr1e-6+weight0.5+1critic"); 0 turns the critic off
     image_loss: str = "all"  # all | known
     masking: str = "pixel"  # pixel: E((1−M)⊙D(z0)) as the paper; latent: z0⊙(1−m), no VAE pass (faster)
     adv_lr: float = 1e-6
+    teacher_model: str = ""  # the critic's frozen feature network (LADD: a multi-step teacher, e.g. SDXL base); "" = base
     adv_t_range: list = field(default_factory=lambda: [100, 900])
     mask_probs: dict = field(default_factory=lambda: {"brush": 0.45, "shape": 0.45, "perlin": 0.1})
     checkpoint_every: int = 500
@@ -154,7 +155,9 @@ def inverfill_losses(cfg: InverFillConfig, out: dict, batch: Batch) -> dict:
 
 
 class Adversary:
-    """LADD-style critic: heads on the frozen base UNet's mid/up-block features at a re-noised input."""
+    """LADD-style critic (Sauer et al. 2024): heads on a frozen UNet's mid/up-block features at a re-noised input.
+    The UNet is ``teacher_model`` (LADD's multi-step teacher) when given, else the few-step base itself; the heads
+    see the prompt only through those features (LADD also feeds them the pooled text and the noise level)."""
 
     def __init__(self, cfg: InverFillConfig, base: BaseModel, device):
         self.cfg, self.base = cfg, base
@@ -223,6 +226,11 @@ def check_config(cfg: InverFillConfig) -> None:
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
     check_base_model(cfg.base_model, cfg.single_file_config or None)
+    if cfg.teacher_model:
+        try:
+            check_base_model(cfg.teacher_model, cfg.single_file_config or None)
+        except ValueError as err:
+            raise ValueError(str(err).replace("base_model:", "teacher_model:", 1)) from None
     if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
     if cfg.masking not in ("pixel", "latent"):
@@ -256,7 +264,7 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
         f_model.enable_gradient_checkpointing()
         base.unet.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(f_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    adversary = Adversary(cfg, base, device) if cfg.lambda_adv > 0 else None
+    adversary = Adversary(cfg, critic_backbone(cfg, base, device, compute_dtype), device) if cfg.lambda_adv > 0 else None
     d_optimizer = torch.optim.AdamW(adversary.heads.parameters(), lr=cfg.adv_lr) if adversary else None
     if adversary:
         f_model, optimizer, adversary.heads, d_optimizer = accelerator.prepare(
@@ -285,6 +293,7 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     t0, logs, step_times = time.time(), {}, []
     for step in bar:
         step_start = time.perf_counter()
+        critic_inputs = []
         for micro in range(cfg.grad_accum):
             generator = step_generator(cfg.seed, step * cfg.grad_accum + micro, rank)
             batch = make_batch(cfg, base, train_prompts, generator, device, compute_dtype)
@@ -302,8 +311,9 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             if adversary:
-                losses["adv_d"] = _critic_step(adversary, d_optimizer, accelerator, out, batch, generator,
-                                               compute_dtype)
+                critic_inputs.append((out["recon"].detach(), batch, generator))
+        if adversary:
+            losses["adv_d"] = _critic_step(adversary, d_optimizer, accelerator, critic_inputs, compute_dtype)
         if ema is not None:
             ema.update(unwrapped, step)
         step_times.append(time.perf_counter() - step_start)
@@ -330,7 +340,8 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
                "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
                **peak_memory(device), "initial_known_mse": metrics["initial"], "final_known_mse": metrics["final"],
-               "weights_sha256": weights_sha}
+               "weights_sha256": weights_sha,
+               "critic_backbone": (cfg.teacher_model or cfg.base_model) if adversary else None}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         path = _export(cfg, config_path, base, unwrapped, ema, cfg.max_steps)
@@ -346,24 +357,30 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
 
 
 
-def _critic_step(adversary, d_optimizer, accelerator, out, batch, generator, dtype) -> torch.Tensor:
+def _critic_step(adversary, d_optimizer, accelerator, inputs, dtype) -> torch.Tensor:
+    """One critic update per network step (the paper's "1critic"), its gradient accumulated over the micro-batches."""
     d_optimizer.zero_grad(set_to_none=True)  # drop what the generator's adversarial loss left on the heads
-    real = adversary.logits(adversary.heads, batch.z0, batch.cond, generator, dtype)
-    fake = adversary.logits(adversary.heads, out["recon"].detach(), batch.cond, generator, dtype)
-    loss = hinge_d_loss(real, fake)
-    accelerator.backward(loss)
+    total = 0.0
+    for recon, batch, generator in inputs:
+        real = adversary.logits(adversary.heads, batch.z0, batch.cond, generator, dtype)
+        fake = adversary.logits(adversary.heads, recon, batch.cond, generator, dtype)
+        loss = hinge_d_loss(real, fake) / len(inputs)
+        accelerator.backward(loss)
+        total = total + loss.detach()
     d_optimizer.step()
     d_optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
+    return total
 
 
-
-
-
-
-
-
-
+def critic_backbone(cfg: InverFillConfig, base: BaseModel, device, dtype) -> BaseModel:
+    """The frozen network the critic reads: ``teacher_model`` (same family, so the same conditioning) or the base."""
+    if not cfg.teacher_model:
+        return base
+    teacher = load_base_model(cfg.teacher_model, single_file_config=cfg.single_file_config or None).to(device, dtype)
+    if teacher.family != base.family:
+        raise ValueError(f"teacher_model: {cfg.teacher_model} is a {teacher.family} model but base_model is "
+                         f"{base.family}; the critic reads the teacher with the base's text conditioning")
+    return teacher
 
 
 def _export(cfg, config_path, base, model, ema, step) -> Path:
