@@ -24,14 +24,16 @@ class FewStepBlendedSampler(io.ComfyNode):
                     "hole_init", options=HOLE_INIT_OPTIONS, default="source",
                     tooltip=(
                         "source: the hole starts as the noised source (like core; keeps a faint trace of what was there). "
-                        "noise: the hole starts from pure noise (better for removing objects)."
+                        "noise: the hole starts from pure noise (better for removing objects). With Inverse Noise Init "
+                        "keep source: its NOISE already makes the hole pure noise."
                     ),
                 ),
                 io.Combo.Input(
                     "known_noise", options=KNOWN_NOISE_OPTIONS, default="fresh", optional=True,
                     tooltip=(
-                        "Noise used to re-noise the unmasked region between steps. fresh: new noise each step. "
-                        "start: the start noise every step, as InverFill does with Inverse Noise Init."
+                        "Noise used to re-noise the unmasked region before each step. fresh: new noise each step. "
+                        "start: the start NOISE every step (z + σ·n, as core samplers do), as InverFill does with "
+                        "Inverse Noise Init."
                     ),
                 ),
             ],
