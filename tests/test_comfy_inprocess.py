@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .support.recorders import InputRecorder
 
 pytestmark = requires_comfyui
 
@@ -127,18 +128,6 @@ def test_reblend_names_a_non_finite_wrapped_noise(bad):
     (noise,) = run_node(pack_module("nodes.noise").ReBlend, noise=ConstantNoise(float(bad)), mask=mask, seed=2)
     with pytest.raises(ValueError, match="Re-Blend noise: contains 1024 NaN/inf"):
         noise.generate_noise({"samples": z})
-
-
-class InputRecorder:
-    """UNet function wrapper that records the (VE) model input x of every call."""
-
-    def __init__(self):
-        self.inputs, self.sigmas = [], []
-
-    def __call__(self, apply_model, args):
-        self.inputs.append(args["input"].clone())
-        self.sigmas.append(float(args["timestep"][0]))
-        return apply_model(args["input"], args["timestep"], **args["c"])
 
 
 def sample_custom(model, conds, sampler, sigmas, latent, seed=5):

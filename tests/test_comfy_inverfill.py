@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .support.recorders import InputRecorder
 
 pytestmark = requires_comfyui
 
@@ -163,18 +164,6 @@ def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, inverfi
     torch.testing.assert_close((x / math.sqrt(1 + sigma0 ** 2))[hole], target[hole], atol=1e-4, rtol=1e-4)
     z_in = model.model.process_latent_in(z)  # below the top σ ComfyUI starts from z + σ0·n: n = the start there
     torch.testing.assert_close(x[known], (z_in + sigma0 * target)[known], atol=1e-4, rtol=1e-4)
-
-
-class InputRecorder:
-    """UNet function wrapper recording the VE model input x and σ of every model call."""
-
-    def __init__(self):
-        self.inputs, self.sigmas = [], []
-
-    def __call__(self, apply_model, args):
-        self.inputs.append(args["input"].detach().cpu().clone())
-        self.sigmas.append(float(args["timestep"][0]))
-        return apply_model(args["input"], args["timestep"], **args["c"])
 
 
 @pytest.mark.parametrize("sampler_kind", ["core_lcm", "fewstep"])
