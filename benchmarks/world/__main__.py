@@ -1,0 +1,33 @@
+"""python -m benchmarks.world build --out DIR [--device cuda] [--preset full|mini] [--seed N] [--threads N]"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.world", description="Build the learned world.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="train VAE, judge, text encoder + teacher, student; report (resumable)")
+    build.add_argument("--out", required=True, help="output folder (rerun with the same folder to resume)")
+    build.add_argument("--device", default="cpu")
+    build.add_argument("--preset", default="full", choices=["full", "mini"], help="mini: a CI-sized build")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from .build import BuildConfig, Builder
+
+    cfg = BuildConfig.preset(args.preset)
+    cfg.seed = args.seed
+    report = Builder(args.out, cfg, args.device).build()
+    print(json.dumps({"world": report["world"], "seconds": report["seconds"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
