@@ -89,5 +89,7 @@ def test_validator_catches_broken_ui_workflows(object_info):
     link[5] = "IMAGE" if link[5] != "IMAGE" else "MASK"
     node = next(n for n in ui["nodes"] if n["type"] == "FewStepSchedule")
     node["widgets_values"][0] = 99
+    ui["id"] = "fewstep-inpaint"
     errors = validate_ui(ui, object_info)
     assert any("labelled" in e for e in errors) and any("above max 50" in e for e in errors)
+    assert any("is not a UUID" in e for e in errors)

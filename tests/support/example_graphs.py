@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,7 +381,7 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
                          "order": len(graph.nodes), "mode": 0, "inputs": [], "outputs": [],
                          "title": "How to use", "properties": {}, "widgets_values": [graph.note]})
     return {
-        "id": f"fewstep-{graph.name}",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fewstep-fill-edit/{graph.name}")),  # the front end wants a UUID; stable per name
         "revision": 0,
         "last_node_id": max(n["id"] for n in ui_nodes),
         "last_link_id": link_id,

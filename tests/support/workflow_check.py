@@ -159,9 +159,20 @@ def widget_names_and_values(node: dict, info: dict) -> list[tuple[str | None, ob
     return pairs
 
 
+def _is_uuid(value) -> bool:
+    import uuid
+
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
 def validate_ui(workflow: dict, object_info: dict) -> list[str]:
     """Errors the frontend or server would hit loading/running a UI-format workflow."""
     errors = []
+    if "id" in workflow and not _is_uuid(workflow["id"]):
+        errors.append(f"workflow id {workflow['id']!r} is not a UUID (the front end's schema refuses it on load)")
     nodes = {n["id"]: n for n in workflow.get("nodes", [])}
     for node in nodes.values():
         kind = node.get("type")
