@@ -80,7 +80,7 @@ def _downsample(x: np.ndarray) -> np.ndarray:
 
 
 def background_image(kind: str, colours: list[str]) -> np.ndarray:
-    """(64, 64, 3) float in 0..1: solid, top-to-bottom gradient, vertical stripes (8 px) or an 8×8 px checker."""
+    """(64, 64, 3) float in 0..1: solid, top-to-bottom gradient, vertical stripes (8 px) or a checker of 16 px cells."""
     c = [np.array(COLOURS[name], dtype=np.float64) / 255.0 for name in colours]
     if kind == "solid":
         return np.broadcast_to(c[0], (SIZE, SIZE, 3)).copy()
