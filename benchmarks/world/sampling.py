@@ -30,12 +30,11 @@ def encode_text(text_encoder, tokenizer, captions: list[str], device="cpu") -> t
 
 
 def unet_denoiser(unet) -> EpsDenoiser:
-    """``model(x, σ, encoder_hidden_states=…) -> x̂0`` of an ε-prediction diffusers UNet (core's wrapper)."""
+    """``model(x, σ, encoder_hidden_states=…) -> x̂0`` of an ε-prediction diffusers UNet (core's wrapper around
+    the trainers' own ε function)."""
+    from trainers.common.base_model import unet_eps_fn
 
-    def eps_fn(x, t, encoder_hidden_states):
-        return unet(x, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-
-    return EpsDenoiser(eps_fn)
+    return EpsDenoiser(unet_eps_fn(unet))
 
 
 def guided(denoiser: Callable, cond: torch.Tensor, uncond: Optional[torch.Tensor], scale: float) -> Callable:
