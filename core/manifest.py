@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ from pathlib import Path
 from .weights import WeightFileError, read_header, sha256_file
 
 PACK_DIR = Path(__file__).resolve().parent.parent
+SKIP_HASH_ENV = "FEWSTEP_SKIP_HASH_CHECK"  # "1": trust listed files without hashing them (for files edited on purpose)
+LOADER_NODES = {  # the node that reads each kind of weight file (the manifest's ``node`` field)
+    "inverfill": "FewStepInverFillLoader", "turbofill": "FewStepTurboFillLoader", "rad": "FewStepRegionAwareSampler",
+    "turboedit": "FewStepTurboEditLoader", "sam2": "FewStepSAM2Loader"}
+_digests: dict[tuple[str, int, int], str] = {}
 MANIFEST_PATH = PACK_DIR / "weights_manifest.json"
 SCHEMA_PATH = PACK_DIR / "weights_manifest.schema.json"
 
@@ -114,7 +120,7 @@ def missing_weight_message(kind: str, filename: str, folders: list[str], entry: 
     if entry is None:
         how = (
             "it is not listed in weights_manifest.json; train it with the pack's trainer for "
-            f"'{kind}' (README, 'Weights and trainers') or copy the file there"
+            f"'{kind}' (README, 'Trainers') or copy the file there"
         )
     else:
         how = how_to_make(entry)
@@ -127,6 +133,21 @@ def mismatch_message(entry: dict, path: str | Path, actual_bytes: int) -> str:
         f"{entry['filename']} in {Path(path).parent} has {actual_bytes} bytes but weights_manifest.json "
         f"expects {entry['bytes']} (partial copy or another version); {how_to_make(entry)}"
     )
+
+
+def verify_listed_file(entry: dict, path: str | Path) -> None:
+    """Refuse a manifest-listed file whose sha256 differs from its entry; hashed once per (path, size, mtime)."""
+    if os.environ.get(SKIP_HASH_ENV) == "1":
+        return
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(path)
+    if _digests[key] != entry["sha256"]:
+        raise WeightFileError(
+            f"{entry['filename']} in {Path(path).parent} has sha256 {_digests[key]} but weights_manifest.json "
+            f"expects {entry['sha256']} (a damaged file or another version); {how_to_make(entry)}. If you changed "
+            f"the file on purpose, update its manifest entry or set {SKIP_HASH_ENV}=1")
 
 
 @dataclass

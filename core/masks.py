@@ -5,6 +5,8 @@ soft values in between (comfyui-api.md §3; methods.md §0.3).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -48,10 +50,18 @@ def match_batch(tensor: torch.Tensor, batch: int, name: str, target: str = "imag
         return tensor.expand(batch, *tensor.shape[1:])
     if have < batch and batch % have == 0:
         return tensor.repeat(batch // have, *([1] * (tensor.ndim - 1)))
-    raise ValueError(
-        f"{name}: batch of {have} does not fit the {target} batch of {batch} "
-        f"(use a batch of 1, of {batch}, or a divisor of {batch})"
-    )
+    raise ValueError(f"{name}: batch of {have} does not fit the {target} batch of {batch}; "
+                     + batch_advice(name, have, target, batch))
+
+
+def batch_advice(name: str, have: int, target: str, batch: int) -> str:
+    """What to do about a batch mismatch, in the user's terms."""
+    if batch == 1:
+        return (f"give one {name}, or repeat the {target} {have} times (Repeat Image Batch / Repeat Latent Batch) "
+                f"to get one result per {name}")
+    sizes = [d for d in range(1, batch + 1) if batch % d == 0]
+    listed = ", ".join(map(str, sizes[:-1])) + f" or {sizes[-1]}"
+    return f"use a {name} batch of {listed} (smaller batches are repeated)"
 
 
 def aspect_matches(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:
@@ -76,7 +86,7 @@ def encode_crop_box(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[i
     return (sh % factor) // 2, (sw % factor) // 2, dh * factor, dw * factor
 
 
-def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mask") -> torch.Tensor:
+def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mask", target: str = "image") -> torch.Tensor:
     """Resize a (B,1,H,W) mask to ``size_hw`` bilinearly (soft edges kept), validating the aspect ratio.
 
     Constant masks (all 0, all 1, …) fit any size.
@@ -96,18 +106,30 @@ def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mas
         top, left, h, w = box
         mask_b1hw = mask_b1hw[..., top : top + h, left : left + w]
     elif not aspect_matches(src_hw, size_hw):
-        raise ValueError(
-            f"{name}: {src_hw[1]}×{src_hw[0]} does not match the {size_hw[1]}×{size_hw[0]} target's "
-            "aspect ratio; give a mask made for this image"
-        )
+        raise ValueError(f"{name}: {src_hw[1]}×{src_hw[0]} px ({_ratio(*src_hw)}) does not match "
+                         + _target_words(size_hw, target) + "; give a mask made for this image, or resize both alike")
     resized = F.interpolate(mask_b1hw, size=size_hw, mode="bilinear", align_corners=False)
     return resized.clamp(0.0, 1.0)
+
+
+def _ratio(h: int, w: int) -> str:
+    """Width:height in small numbers (16:9), else as a decimal (1.37:1)."""
+    g = math.gcd(w, h)
+    return f"{w // g}:{h // g}" if max(w, h) // g <= 32 else f"{w / h:.2f}:1"
+
+
+def _target_words(size_hw: tuple[int, int], target: str) -> str:
+    """The size a mask must fit, in the user's terms: image pixels, or the image behind a latent."""
+    h, w = size_hw
+    if target == "latent":
+        return f"the image behind the latent ({_ratio(h, w)}; a {w}×{h} latent is {8 * w}×{8 * h} px with an 8× VAE)"
+    return f"the {target}'s {w}×{h} px ({_ratio(h, w)})"
 
 
 def mask_for_latent(mask: torch.Tensor, latent_shape: torch.Size, name: str = "mask") -> torch.Tensor:
     """A MASK fitted to a latent (B,C,h,w): (B,1,h,w), bilinear, batch-matched, values in [0, 1]."""
     m = check_mask_range(as_b1hw(mask, name), name)
-    m = fit_mask(m, (latent_shape[-2], latent_shape[-1]), name)
+    m = fit_mask(m, (latent_shape[-2], latent_shape[-1]), name, target="latent")
     return match_batch(m, latent_shape[0], name, target="latent")
 
 

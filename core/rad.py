@@ -151,11 +151,13 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 def spatial_time_embedding(tmap: torch.Tensor, dim: int, mlp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Time MLP applied per pixel to a (B,1,h,w) timestep map → channels-last (B,h,w,E) (RAD §3.3).
 
-    The MLP runs once per distinct timestep (a binary mask has two), then the result is gathered.
+    The MLP runs once per distinct timestep (a binary mask has two), then the result is looked up per pixel with
+    ``F.embedding``, whose CPU backward is deterministic (``emb[inverse]``'s is not with several threads, so the same
+    training command gave other weights each run).
     """
     values, inverse = torch.unique(tmap.float(), return_inverse=True)
     emb = mlp(sinusoidal_embedding(values, dim))
-    return emb[inverse[:, 0]]
+    return F.embedding(inverse[:, 0], emb)
 
 
 def time_term(emb_map: torch.Tensor, act: Callable, linear: Callable, size: tuple[int, int]) -> torch.Tensor:

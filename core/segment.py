@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import math
+import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -156,15 +157,25 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
         from .weights import load_weights
 
         return load_weights(path, device="cpu")
+    if path.stat().st_size == 0:
+        raise SAM2CheckpointError(f"{path.name}: the file is empty (0 bytes), an unfinished download or copy; "
+                                  "download it again")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError for objects beyond tensors, zip errors for broken files
-        raise SAM2CheckpointError(f"{path.name}: cannot be read as a tensors-only checkpoint ({err}); "
-                                  "convert it to .safetensors") from err
+    except pickle.UnpicklingError as err:  # weights_only refuses anything beyond tensors and plain containers
+        raise SAM2CheckpointError(f"{path.name}: holds Python objects besides tensors, which are never unpickled "
+                                  f"(weights_only); convert it to .safetensors ({_first_line(err)})") from err
+    except Exception as err:  # zip/EOF errors: a truncated or damaged file
+        raise SAM2CheckpointError(f"{path.name}: damaged or not a PyTorch checkpoint ({_first_line(err)}); "
+                                  "download it again") from err
     state_dict = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise SAM2CheckpointError(f"{path.name}: expected a state dict or Meta's {{'model': state_dict}}")
     return state_dict, {}
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def load_state_dict_strictly(model: torch.nn.Module, state_dict: dict, source: str) -> None:

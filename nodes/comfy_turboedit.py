@@ -5,6 +5,7 @@ Imports ComfyUI; loaded when a TurboEdit node runs. Both inversions run as SAMPL
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import comfy.model_patcher
@@ -167,8 +168,11 @@ class EditSampler(comfy.samplers.Sampler):
                 mask = mask.to(latent_image)
             elif denoise_mask is not None:
                 mask = soften_local_mask(denoise_mask[:, :1].float(), self.blur).to(latent_image)
-            elif self.tokens:
+            elif self.tokens and self.tokens.get("target"):
                 extra_args, mask_at = self._attention_mask(extra_args, latent_image)
+            elif self.tokens:
+                logging.warning("TurboEdit Sampler: the edit only deletes words, so no edited token can place the "
+                                "local mask; editing the whole image (connect a mask to localise a deletion)")
         k_callback = None
         if callback is not None:
             total = len(sigmas) - 1
@@ -189,11 +193,20 @@ class EditSampler(comfy.samplers.Sampler):
         return {**extra_args, "model_options": options}, mask_at
 
 
-def caption_tokens(clip, text: str) -> tuple[dict, list[int]]:
-    """(ComfyUI token dict, flat token ids of the first text encoder, all 77-token chunks concatenated)."""
+def caption_tokens(clip, text: str) -> tuple[dict, list, list[int]]:
+    """(ComfyUI token dict, the caption's real tokens, their positions in the conditioning) of the first text
+    encoder: every 77-token chunk concatenated, start/end/padding tokens left out (ComfyUI's word ids are 0 there)."""
     tokens = clip.tokenize(text)
-    key = "l" if "l" in tokens else sorted(tokens)[0]
-    return tokens, [t[0] if isinstance(t, tuple) else t for chunk in tokens[key] for t in chunk]
+    with_words = clip.tokenize(text, return_word_ids=True)
+    key = "l" if "l" in with_words else sorted(with_words)[0]
+    ids, positions = [], []
+    for position, token in enumerate(t for chunk in with_words[key] for t in chunk):
+        word = token[2] if isinstance(token, tuple) and len(token) > 2 else 1
+        if word > 0:
+            value = token[0] if isinstance(token, tuple) else token
+            ids.append(value if isinstance(value, int) else f"embedding:{word}")
+            positions.append(position)
+    return tokens, ids, positions
 
 
 def interpolate_conditioning(source, target, strength: float):

@@ -74,9 +74,7 @@ def hint_inputs(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
         raise ValueError(f"image: expected an IMAGE (B,H,W,C≥3), got shape {tuple(image.shape)}")
     pixels = image[..., :3].movedim(-1, 1).float()
     hole = fit_mask(check_mask_range(as_b1hw(mask, "mask"), "mask"), pixels.shape[-2:], "mask")
-    batch = max(pixels.shape[0], hole.shape[0])
-    pixels = match_batch(pixels, batch, "image", target="mask")
-    hole = (match_batch(hole, batch, "mask") > 0.5).float()
+    hole = (match_batch(hole, pixels.shape[0], "mask") > 0.5).float()  # the image's batch is the latent's
     return masked_image(pixels, hole), hole
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..core.composite import exact_composite
-from ._api import CATEGORY_INPAINT, io
+from ._api import CATEGORY_INPAINT, finite_floats, io
 
 
 class ExactComposite(io.ComfyNode):
@@ -48,6 +48,7 @@ class ExactComposite(io.ComfyNode):
         )
 
     @classmethod
+    @finite_floats
     def execute(cls, original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, grow: int = 0,
                 feather: int = 4, color_match: float = 1.0) -> io.NodeOutput:
         image, used = exact_composite(

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 
-from ..core.manifest import find_entry, load_manifest, mismatch_message, missing_weight_message
+from ..core.manifest import find_entry, load_manifest, mismatch_message, missing_weight_message, verify_listed_file
 from ..core.weights import WeightFileError, load_weights
 
 KINDS = ("inverfill", "turbofill", "rad", "turboedit")
@@ -107,12 +107,20 @@ def weight_path(kind: str, filename: str) -> str:
     return path
 
 
+def check_against_manifest(kind: str, filename: str, path: str) -> None:
+    """A file listed in weights_manifest.json must have its size and sha256 (hashed on first load only)."""
+    entry = find_entry(load_manifest(), filename, kind)
+    if entry is None:
+        return
+    if os.path.getsize(path) != entry["bytes"]:
+        raise WeightFileError(mismatch_message(entry, path, os.path.getsize(path)))
+    verify_listed_file(entry, path)
+
+
 def load_weight_file(kind: str, filename: str) -> tuple[dict, dict]:
     """(state_dict on the CPU, decoded metadata) of a ``.safetensors`` weight, checked against the manifest."""
     path = weight_path(kind, filename)
-    entry = find_entry(load_manifest(), filename, kind)
-    if entry is not None and os.path.getsize(path) != entry["bytes"]:
-        raise WeightFileError(mismatch_message(entry, path, os.path.getsize(path)))
+    check_against_manifest(kind, filename, path)
     state_dict, metadata = load_weights(path, device="cpu")
     declared = metadata.get("kind")
     if declared is not None and declared != kind:

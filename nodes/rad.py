@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..core.masks import check_finite, mask_for_latent
-from ._api import CATEGORY_INPAINT, io, weight_files
+from ._api import CATEGORY_INPAINT, finite_floats, io, weight_files
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 NO_LORA = "none"
@@ -45,6 +45,7 @@ class RegionAwareSampler(io.ComfyNode):
         )
 
     @classmethod
+    @finite_floats
     def execute(cls, model, positive, latent, steps: int, seed: int, cfg: float = 1.0, rad_lora: str = NO_LORA,
                 lora_strength: float = 1.0, mask=None, negative=None) -> io.NodeOutput:
         import comfy.sample

@@ -71,10 +71,12 @@ class SAM2Loader(io.ComfyNode):
     @classmethod
     def execute(cls, sam2_name: str) -> io.NodeOutput:
         from ..core.segment import load_sam2
-        from .paths import input_named, sam2_path, wrap_network
+        from .paths import check_against_manifest, input_named, sam2_path, wrap_network
 
         with input_named("sam2_name"):
-            model = load_sam2(sam2_path(sam2_name), device="cpu")
+            path = sam2_path(sam2_name)
+            check_against_manifest("sam2", sam2_name, path)
+            model = load_sam2(path, device="cpu")
         patcher = wrap_network(SAM2Network(model), dtype=torch.float32)
         return io.NodeOutput(SAM2Handle(patcher, sam2_name, model.sam2_config))
 

@@ -6,7 +6,7 @@ import json
 
 
 from ..core.caption_edit import apply_edit, changed_token_positions
-from ._api import CATEGORY, io, weight_files
+from ._api import CATEGORY, finite_floats, io, weight_files
 
 CATEGORY_EDIT = f"{CATEGORY}/edit"
 Inversion = io.Custom("FEWSTEP_INVERSION")
@@ -51,17 +51,20 @@ class CaptionEditor(io.ComfyNode):
         )
 
     @classmethod
+    @finite_floats
     def execute(cls, clip, caption: str, edit: str, strength: float = 1.0, occurrence: int = 0) -> io.NodeOutput:
         from .comfy_turboedit import caption_tokens, interpolate_conditioning
 
         change = apply_edit(caption, edit, occurrence)
-        src_tokens, src_ids = caption_tokens(clip, change.source)
-        tgt_tokens, tgt_ids = caption_tokens(clip, change.target)
+        src_tokens, src_ids, src_positions = caption_tokens(clip, change.source)
+        tgt_tokens, tgt_ids, tgt_positions = caption_tokens(clip, change.target)
         src_changed, tgt_changed = changed_token_positions(src_ids, tgt_ids)
+        src_changed = [src_positions[i] for i in src_changed]
+        tgt_changed = [tgt_positions[i] for i in tgt_changed]
         source = clip.encode_from_tokens_scheduled(src_tokens)
         target = interpolate_conditioning(source, clip.encode_from_tokens_scheduled(tgt_tokens), strength)
         tokens = {"source": src_changed, "target": tgt_changed, "old": change.old, "new": change.new}
-        report = json.dumps({**tokens, "occurrences": len(change.spans), "context_tokens": len(tgt_ids)})
+        report = json.dumps({**tokens, "occurrences": len(change.spans), "caption_tokens": len(tgt_ids)})
         return io.NodeOutput(source, target, change.source, change.target, tokens, report)
 
 
@@ -178,6 +181,7 @@ class TurboEditSampler(io.ComfyNode):
         )
 
     @classmethod
+    @finite_floats
     def execute(cls, inversion, mask=None, tokens=None, local_mask: str = "auto", threshold: float = 0.4,
                 blur: int = -1) -> io.NodeOutput:
         from .comfy_turboedit import EditSampler

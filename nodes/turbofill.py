@@ -1,7 +1,7 @@
 """TurboFill nodes (Xie et al., CVPR 2025): load a BrushNet-style adapter and attach it to the conditioning."""
 from __future__ import annotations
 
-from ._api import CATEGORY_INPAINT, io, weight_files
+from ._api import CATEGORY_INPAINT, finite_floats, io, weight_files
 
 Adapter = io.Custom("FEWSTEP_TURBOFILL")
 
@@ -67,6 +67,7 @@ class TurboFillAdapterApply(io.ComfyNode):
         )
 
     @classmethod
+    @finite_floats
     def execute(cls, positive, negative, adapter, vae, image, mask, strength: float = 1.0, start_percent: float = 0.0,
                 end_percent: float = 1.0) -> io.NodeOutput:
         from .comfy_turbofill import apply_adapter, hint_inputs

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .support.processes import CHILD_THREADS, SAFETY_TIMEOUT_S, pinned_env
+
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "fewstep_pack"
 COMFYUI_SKIP_REASON = "needs COMFYUI_DIR: a ComfyUI checkout importable in this interpreter (README, Development)"
@@ -103,12 +105,13 @@ def pack_nodes(pack):
 TRAINER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def run_module(module: str, args: list[str], *, launcher: list[str] | None = None, timeout: int = 900,
-               threads: int = 2, check: bool = True):
-    """Run ``python -m module args`` (or through ``launcher``) from the repo root; returns CompletedProcess."""
+def run_module(module: str, args: list[str], *, launcher: list[str] | None = None,
+               timeout: int = SAFETY_TIMEOUT_S, threads: int = CHILD_THREADS, check: bool = True):
+    """Run ``python -m module args`` (or through ``launcher``) from the repo root with pinned thread pools
+    (tests/support/processes.py); returns CompletedProcess."""
     import subprocess
 
-    env = {**os.environ, **TRAINER_ENV, "OMP_NUM_THREADS": str(threads)}
+    env = pinned_env(threads, **TRAINER_ENV)
     cmd = (launcher or [sys.executable, "-m"]) + [module, *args]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -135,7 +138,7 @@ def fails_before_loading(monkeypatch, trainer: str, args: list[str], message: st
 KILLER = REPO / "tests" / "support" / "kill_at_checkpoint.py"
 
 
-def run_killed(module: str, args: list[str], *, step: int, when: str = "after", timeout: int = 900):
+def run_killed(module: str, args: list[str], *, step: int, when: str = "after", timeout: int = SAFETY_TIMEOUT_S):
     """Run a trainer that is SIGKILLed at its checkpoint ``step`` (``after`` it is complete or ``during`` its
     write; tests/support/kill_at_checkpoint.py): the same moment on every run, however busy the machine."""
     import signal

@@ -266,6 +266,8 @@ def test_model_folders_and_weight_loading(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="gone.safetensors.*make it with: python -m trainers.rad"):
         paths.load_weight_file("rad", "gone.safetensors")
 
+    check_digests_of_listed_files(paths, weights, tmp_path, monkeypatch)
+
     patcher = paths.wrap_network(torch.nn.Linear(3, 3))
     comfy.model_management.load_models_gpu([patcher])
     assert patcher.model(torch.ones(1, 3)).shape == (1, 3)
@@ -283,3 +285,39 @@ def test_exact_composite_node(sd15):
     out, used = run_node(pack_module("nodes.composite").ExactComposite, original=image, generated=generated,
                          mask=mask, grow=2, feather=3, color_match=0.5)
     assert out.shape == image.shape and torch.equal(out[used == 0], image[used == 0])
+
+
+def check_digests_of_listed_files(paths, weights, folder, monkeypatch):
+    """A listed file with one byte flipped (same size) is refused, naming it and both digests; the digest is
+    computed once per (path, size, mtime); FEWSTEP_SKIP_HASH_CHECK=1 trusts the file."""
+    import os
+
+    manifest = pack_module("core.manifest")
+    path = folder / "rad_listed.safetensors"
+    weights.save_weights(path, {"w": torch.arange(64.0)}, {"kind": "rad"})
+    good = weights.sha256_file(path)
+    entry = {"filename": path.name, "kind": "rad", "bytes": path.stat().st_size, "sha256": good, "url": "",
+             "save_path": "fewstep/rad", "produced_by": {"trainer": "trainers.rad", "config": "x.yaml",
+                                                         "command": "python -m trainers.rad --config x.yaml"}}
+    monkeypatch.setattr(paths, "load_manifest", lambda: {"models": [entry]})
+    monkeypatch.delenv(manifest.SKIP_HASH_ENV, raising=False)
+    hashed = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: hashed.append(p) or real(p))
+    paths.load_weight_file("rad", path.name)
+    paths.load_weight_file("rad", path.name)
+    assert len(hashed) == 1, "hashed once, then the verdict is reused"
+
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # a flipped byte inside the tensor data: same size, readable header
+    stat = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    bad = weights.sha256_file(path)
+    with pytest.raises(Exception) as err:
+        paths.load_weight_file("rad", path.name)
+    message = str(err.value)
+    assert path.name in message and bad in message and good in message and "FEWSTEP_SKIP_HASH_CHECK=1" in message
+    assert "python -m trainers.rad --config x.yaml" in message
+    monkeypatch.setenv(manifest.SKIP_HASH_ENV, "1")
+    paths.load_weight_file("rad", path.name)

@@ -168,7 +168,7 @@ def test_bad_inputs_are_named(sd15):
     z, mask = scene()
     with pytest.raises(ValueError, match="connect mask, or give the latent a noise_mask"):
         run(model, conds, {"samples": z})
-    with pytest.raises(ValueError, match="mask: 64×32 does not match"):
+    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image behind the latent \(1:1; a 16×16 latent"):
         run(model, conds, {"samples": z}, mask=torch.rand(1, 32, 64))
     with pytest.raises(ValueError, match="steps must be an integer in 1..1000"):
         run(model, conds, {"samples": z}, mask=mask, steps=1001)

@@ -145,10 +145,40 @@ def test_attention_mask_from_the_changed_tokens(sd15, captions, inverted):
     assert not torch.allclose(out, z), "the edit changed something"
 
 
+@pytest.mark.parametrize("caption, edit_text, source, target", [
+    ("a photo of a red car", "red →", [5], []),  # a deletion: the removed word, nothing in the target
+    ("a (red) car", "(red) → [blue]", [2], [2, 3, 4]),  # "[blue]" is three tokens; "(red)" is a weighted "red"
+    ("a photo of a red car", "car → big truck", [6], [6, 7]),
+])
+def test_changed_tokens_are_real_tokens_never_padding(sd15, caption, edit_text, source, target):
+    tokens = node("CaptionEditor").execute(clip=sd15[1], caption=caption, edit=edit_text).result[4]
+    assert (tokens["source"], tokens["target"]) == (source, target)
+
+
+def test_changed_tokens_count_positions_across_77_token_chunks(sd15):
+    long = " ".join(["a photo of a quiet street"] * 16) + " with a red car"  # > 75 words: a second chunk
+    tokens = node("CaptionEditor").execute(clip=sd15[1], caption=long, edit="red → blue").result[4]
+    words = len(long.split())
+    assert tokens["source"] == tokens["target"] == [77 + 1 + (words - 2 - 75)], "position in the 2nd chunk"
+
+
+def test_a_deletion_edits_the_whole_image_instead_of_nothing(sd15, inverted, caplog):
+    model = sd15[0]
+    z, inversion, _, sigmas, latent = inverted
+    conds = node("CaptionEditor").execute(clip=sd15[1], caption=CAPTION, edit="red →").result
+    assert conds[4]["target"] == []
+    sampler = node("TurboEditSampler").execute(inversion=inversion, tokens=conds[4]).result[0]
+    with caplog.at_level("WARNING"):
+        out = edit(model, conds[1], sampler, sigmas, latent)
+    full = edit(model, conds[1], node("TurboEditSampler").execute(inversion=inversion, local_mask="off").result[0],
+                sigmas, latent)
+    assert torch.equal(out, full) and "only deletes words" in caplog.text
+
+
 @pytest.mark.parametrize("case, message", [
     ("steps", "sigmas: 2 steps, the inversion has 4"),
     ("resolution", "inversion: was computed for a latent of shape"),
-    ("mask", "mask: 64×32 does not match"),
+    ("mask", r"mask: 64×32 px \(2:1\) does not match the image behind the latent"),
 ])
 def test_edit_errors_name_the_input(sd15, captions, inverted, case, message):
     model = sd15[0]

@@ -167,9 +167,12 @@ def test_apply_errors_and_batches(sd15, adapter_dir):
     hint, hole = cm.hint_inputs(image, mask[:1])
     assert hint.shape == (2, 3, 128, 128) and hole.shape == (2, 1, 128, 128)
     assert float(hint[:, :, 40, 50].abs().sum()) == 0, "the hole is black in the adapter's image"
-    with pytest.raises(ValueError, match="image: batch of 2 does not fit the mask batch of 3"):
+    with pytest.raises(ValueError, match="mask: batch of 3 does not fit the image batch of 2; use a mask batch of 1 or 2"):
         apply(conds, adapter, vae, image, torch.zeros(3, 128, 128))
-    with pytest.raises(ValueError, match="mask: 64×32 does not match"):
+    with pytest.raises(ValueError, match="mask: batch of 3 does not fit the image batch of 1; give one mask, or repeat "
+                                         "the image 3 times"):
+        apply(conds, adapter, vae, image[:1], torch.zeros(3, 128, 128))
+    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image's 128×128 px \(1:1\)"):
         apply(conds, adapter, vae, image, torch.zeros(2, 32, 64) + torch.eye(32, 64))
     with pytest.raises(ValueError, match="start_percent"):
         apply(conds, adapter, vae, image, mask, start_percent=0.8, end_percent=0.2)

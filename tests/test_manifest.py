@@ -35,7 +35,7 @@ def entry(**over):
         "sha256": "0" * 64,
         "bytes": 1,
         "base_family": "sdxl",
-        "node": "FewStepInverseNoiseInit",
+        "node": "FewStepInverFillLoader",
         "produced_by": {
             "trainer": "trainers.inverfill",
             "command": "python -m trainers.inverfill --config trainers/configs/inverfill_sdxl_turbo.yaml",

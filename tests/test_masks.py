@@ -44,6 +44,10 @@ def test_match_batch_rules():
         match_batch(torch.rand(3, 1, 4, 4), 2, "mask")
     with pytest.raises(ValueError, match="batch of 2"):
         match_batch(two, 3, "mask")
+    with pytest.raises(ValueError, match="the image batch of 6; use a mask batch of 1, 2, 3 or 6 "):
+        match_batch(torch.rand(4, 1, 4, 4), 6, "mask")
+    with pytest.raises(ValueError, match="the latent batch of 1; give one mask, or repeat the latent 3 times"):
+        match_batch(torch.rand(3, 1, 4, 4), 1, "mask", target="latent")
 
 
 def test_fit_mask_resizes_bilinearly_with_soft_edges():
@@ -66,7 +70,7 @@ def test_fit_mask_crops_like_the_vae_encoder():
 
 
 def test_fit_mask_rejects_other_aspect_ratio():
-    with pytest.raises(ValueError, match="mask: 64×32 does not match the 8×8"):
+    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image's 8×8 px"):
         fit_mask(torch.rand(1, 1, 32, 64), (8, 8))
 
 

@@ -105,3 +105,50 @@ def _bad_node(case: str):
 def test_rendering_refuses_what_comfyui_refuses(case, message):
     with pytest.raises(Exception, match=message):
         render(_bad_node(case))
+
+
+def float_inputs(nodes):
+    from comfy_api.latest import io
+
+    return [(node, spec) for node in nodes for spec in node.define_schema().inputs if isinstance(spec, io.Float.Input)]
+
+
+def test_the_pack_has_float_inputs_to_check(nodes):
+    names = {(n.define_schema().node_id, s.id) for n, s in float_inputs(nodes)}
+    assert {("FewStepRegionAwareSampler", "cfg"), ("FewStepTurboFillAdapterApply", "strength"),
+            ("FewStepCaptionEditor", "strength")} <= names, names
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_input_refuses_a_non_finite_value_naming_it(nodes, bad):
+    """ComfyUI's min/max checks let NaN through (NaN < min is False); a NaN cfg gave a black image. The check runs
+    before anything else, so the other inputs can be left out."""
+    for node, spec in float_inputs(nodes):
+        with pytest.raises(ValueError, match=rf"^{spec.id}: got {bad}; give a finite number"):
+            node.execute(**{spec.id: bad})
+
+
+def test_the_manifest_node_of_each_kind_is_the_node_that_lists_its_files(nodes, tmp_path, monkeypatch):
+    """weights_manifest.json's ``node`` (core.manifest.LOADER_NODES, what trainers write) must be the node whose
+    file list shows a file put into that kind's folder."""
+    import copy
+    import importlib
+
+    import folder_paths
+
+    from .conftest import PACK_NAME
+
+    manifest = importlib.import_module(f"{PACK_NAME}.core.manifest")
+    paths = importlib.import_module(f"{PACK_NAME}.nodes.paths")
+    paths.register_model_folders()
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", copy.deepcopy(folder_paths.folder_names_and_paths))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})  # the probe files stay out of later tests
+    by_id = {n.define_schema().node_id: n for n in nodes}
+    for kind, node_id in manifest.LOADER_NODES.items():
+        key = paths.SAM2_FOLDERS[0] if kind == "sam2" else paths.folder_key(kind)
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / f"probe_{kind}.safetensors").write_bytes(b"")
+        folder_paths.add_model_folder_path(key, str(folder))
+        options = [o for spec in by_id[node_id].define_schema().inputs for o in (getattr(spec, "options", None) or [])]
+        assert f"probe_{kind}.safetensors" in options, (kind, node_id)

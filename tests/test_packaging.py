@@ -93,3 +93,54 @@ def test_no_pickle_loading_anywhere():
 def test_torch_load_check_catches_unsafe_calls():
     found = list(torch_load_calls(ast.parse("torch.load(p)\ntorch.load(p, weights_only=True)\n")))
     assert found == [(1, False), (2, True)]
+
+
+def test_every_readme_section_a_message_points_to_exists():
+    """Errors and skip reasons say "(README, 'Trainers')": that heading must exist (one pointed to a missing one)."""
+    headings = {line.lstrip("#").strip().lower() for line in (REPO / "README.md").read_text().splitlines()
+                if line.startswith("#")}
+    cited = set()
+    for folder in ("core", "nodes", "trainers", "tests", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            cited |= set(re.findall(r"README, '?([A-Z][^')\"]+?)'?\)", path.read_text()))
+    assert cited, "the pattern finds the references"
+    missing = {name for name in cited if not any(h.startswith(name.lower()) for h in headings)}
+    assert not missing, missing
+
+
+def test_child_processes_get_pinned_thread_pools(tmp_path, monkeypatch):
+    """On a shared 2-core machine a child sizing its pools from the core count oversubscribes them (a trainer went
+    from 0.6 to 7–10 s/step under a parallel job): trainer runs and the ComfyUI server get explicit counts."""
+    import subprocess
+    import sys
+
+    from .support import comfy_server
+    from .support.processes import CHILD_THREADS, THREAD_VARIABLES, pinned_env
+
+    env = pinned_env(1, base={"PATH": "/usr/bin"})
+    assert all(env[name] == "1" for name in THREAD_VARIABLES) and env["PATH"] == "/usr/bin"
+    code = "import torch; print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=pinned_env(1), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+    started = {}
+
+    class Stop(Exception):
+        pass
+
+    def popen(cmd, **kwargs):
+        started.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(comfy_server.subprocess, "Popen", popen)
+    monkeypatch.setattr(comfy_server, "comfyui_dir", lambda: tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    server = comfy_server.ComfyServer(tmp_path / "base", tmp_path / "model.safetensors")
+    try:
+        server.__enter__()
+    except Stop:
+        pass
+    finally:
+        if getattr(server, "log", None):
+            server.log.close()
+    assert all(started["env"][name] == str(CHILD_THREADS) for name in THREAD_VARIABLES)

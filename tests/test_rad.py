@@ -12,7 +12,7 @@ from core.rad import (
 from core.schedules import scaled_linear_alphas_cumprod, sigmas_from_alphas_cumprod
 from core.weights import load_weights
 
-from .conftest import fails_before_loading
+from .conftest import fails_before_loading, run_killed, run_module
 
 ALPHAS = scaled_linear_alphas_cumprod()
 TABLE = sigmas_from_alphas_cumprod(ALPHAS).float()
@@ -121,6 +121,26 @@ def test_spatial_time_embedding_runs_the_mlp_once_per_value():
     torch.testing.assert_close(emb[0, 0, 1], mlp(sinusoidal_embedding(torch.tensor([500.0]), 8))[0])
 
 
+def test_spatial_time_embedding_backward_is_bit_reproducible_with_threads():
+    """The same training step must give the same gradient every time (with emb[inverse] it did not on 2 threads:
+    20 repeats, 20 different gradients, so the same RAD command made other weights each run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tmap = (torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.5).float() * 999
+        grad_out = torch.randn(4, 32, 32, 128, generator=torch.Generator().manual_seed(1))
+        grads = set()
+        for _ in range(20):
+            table = torch.randn(2, 128, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+            lookup = {0.0: table[0], 999.0: table[1]}
+            out = spatial_time_embedding(tmap, 8, lambda e: torch.stack([lookup[0.0], lookup[999.0]])[: len(e)])
+            (out * grad_out).sum().backward()
+            grads.add(table.grad.numpy().tobytes())
+        assert len(grads) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def tiny_unet(sdxl: bool):
     from diffusers import UNet2DConditionModel
 
@@ -200,3 +220,18 @@ def test_trainer_refuses_bad_inputs_before_anything_loads(tiny_bases, image_fold
             "bad_base": [f"--base_model={tmp_path / 'absent'}", f"--images_dir={image_folder}"]}[case]
     fails_before_loading(monkeypatch, "rad", args + [f"--output_dir={tmp_path / 'out'}"], message)
     assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_the_same_command_killed_and_resumed_gives_bit_identical_weights(tiny_rad_run, tiny_bases, image_folder, tmp_path):
+    """A second run of the documented command (SIGKILLed at checkpoint 30, then rerun) ends with the tensors of the
+    first: its networks start from the seed, not from the global RNG (7 runs once gave 7 hashes), and resume is
+    exact."""
+    args = ["--config", "trainers/configs/rad_tiny.yaml", f"--base_model={tiny_bases['sd15']}",
+            f"--images_dir={image_folder}", f"--output_dir={tmp_path}"]
+    run_killed("trainers.rad", args, step=30)
+    assert not (tmp_path / "rad_tiny.safetensors").exists()
+    resumed = json.loads(run_module("trainers.rad", args).stdout.strip().splitlines()[-1])
+    assert resumed["resumed_from"] == 30
+    first, _ = load_weights(tiny_rad_run["weights"])
+    second, _ = load_weights(tmp_path / "rad_tiny.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

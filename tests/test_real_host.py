@@ -246,7 +246,8 @@ def test_bad_input_gives_a_named_error_and_the_server_survives(server):
     prompt["13"]["inputs"]["mask"] = ["16", 0]
     entry = server.run(prompt)
     assert entry["status"]["status_str"] == "error"
-    assert "mask: 64×200 does not match the 203×150 target's aspect ratio" in error_message(entry)
+    assert "mask: 64×200 px (8:25) does not match the image's 203×150 px (1.35:1)" \
+        in error_message(entry)
     assert server.alive()
     ok = server.run(example_prompt("bad2.png", {("6", "noise_seed"): 3}))
     assert ok["status"]["status_str"] == "success", error_message(ok)

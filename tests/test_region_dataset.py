@@ -205,6 +205,10 @@ def test_options_are_checked_before_any_work(photos, tiny_sam2):
         rd.import_captioner("nowhere:fn")
     with pytest.raises(ConfigError, match="--sam2_checkpoint is required"):
         rd.check_config(config(photos, Path(""), sam2_checkpoint=""))
+    blocker = photos / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="output_dir: .*a_file/out cannot be created: .*a_file is a file, not a folder"):
+        rd.check_config(config(photos, tiny_sam2.safetensors, output_dir=str(blocker / "out")))
 
 
 def test_captions_lookup():

@@ -15,6 +15,7 @@ from core import segment as seg
 
 from .conftest import PACK_NAME, REPO, requires_comfyui
 from .support.node_schemas import render
+from .support.processes import SAFETY_TIMEOUT_S, pinned_env
 from .support.tiny_sam2 import CONFIG, IMAGE_SIZE, OVERRIDES, requires_sam2, sample_image, shared_tiny_sam2
 
 pytestmark = requires_sam2
@@ -81,7 +82,8 @@ def test_building_leaves_hydra_uninitialised_in_a_fresh_process():
             f"m = build_model({CONFIG!r}, {list(OVERRIDES)!r}); image_predictor(m)\n"
             "import sam2\n"
             "print(GlobalHydra.instance().is_initialized())\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S,
+                         env=pinned_env(1))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
 
@@ -117,7 +119,8 @@ def test_pack_modules_import_without_sam2_hydra_or_omegaconf():
             "assert 'FewStepSAM2Mask' in {n.GET_SCHEMA().node_id for n in ext.NODES}\n"
             "try:\n    core.segment.build_model('configs/sam2.1/sam2.1_hiera_t.yaml')\n"
             "except ImportError as err:\n    print(err)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S,
+                         env=pinned_env(1))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install --no-build-isolation sam2==1.1.0" in out.stdout
 
@@ -151,10 +154,26 @@ def test_unexpected_and_missing_keys_fail_naming_the_file(tiny_sam2, tmp_path):
 def test_pt_with_python_objects_is_refused(tmp_path):
     path = tmp_path / "objects.pt"
     torch.save({"model": {"a": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, path)
-    with pytest.raises(seg.SAM2CheckpointError, match="objects.pt: cannot be read as a tensors-only checkpoint"):
+    with pytest.raises(seg.SAM2CheckpointError, match="objects.pt: holds Python objects besides tensors, which are "
+                                                     "never unpickled"):
         seg.read_checkpoint(path)
     with pytest.raises(seg.SAM2CheckpointError, match=r"model.bin: expected one of"):
         seg.read_checkpoint(tmp_path / "model.bin")
+
+
+def test_empty_and_truncated_pt_files_say_download_again(tmp_path):
+    empty = tmp_path / "sam2.1_hiera_tiny.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(seg.SAM2CheckpointError, match=r"sam2.1_hiera_tiny.pt: the file is empty \(0 bytes\), an "
+                                                     "unfinished download or copy; download it again"):
+        seg.read_checkpoint(empty)
+    whole = tmp_path / "whole.pt"
+    torch.save({"model": {"a": torch.zeros(1000)}}, whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:500])
+    with pytest.raises(seg.SAM2CheckpointError, match=r"cut.pt: damaged or not a PyTorch checkpoint \(.+\); "
+                                                     "download it again"):
+        seg.read_checkpoint(cut)
 
 
 # ---------------------------------------------------------------- prompts and masks

@@ -118,3 +118,29 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     os.remove(tmp_path / "checkpoints" / "checkpoint-00000015" / "model.safetensors")
     assert latest_checkpoint(tmp_path).name == "checkpoint-00000010"
     assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize("trainer", ["inverfill", "turbofill", "rad", "turboedit"])
+def test_an_unwritable_output_dir_is_refused_before_anything_loads(trainer, tmp_path, monkeypatch):
+    """Was: a raw PermissionError from TensorBoard after the base model had loaded (38 s in)."""
+    from .conftest import fails_before_loading
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    fails_before_loading(monkeypatch, trainer, [f"--output_dir={blocker / 'run'}"],
+                         r"output_dir: .*not_a_folder/run cannot be created: .*not_a_folder is a file, not a folder")
+    fails_before_loading(monkeypatch, trainer, [f"--output_dir={blocker}"], r"output_dir: .*not_a_folder is a file")
+    fails_before_loading(monkeypatch, trainer, [f"--output_dir={tmp_path / 'ok'}",
+                                                f"--manifest={blocker / 'weights_manifest.json'}"],
+                         r"manifest: .*cannot be created: .*not_a_folder is a file")
+    assert not (tmp_path / "ok").exists()
+
+
+def test_a_read_only_folder_is_refused(tmp_path, monkeypatch):
+    from trainers.common.config import check_writable_path
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what access(2) says on a read-only mount
+    with pytest.raises(ValueError, match=r"output_dir: .* is not writable \(choose another output_dir\)"):
+        check_writable_path(tmp_path, "output_dir")
+    with pytest.raises(ValueError, match=r"output_dir: .*new cannot be created: .* is not writable"):
+        check_writable_path(tmp_path / "new", "output_dir")

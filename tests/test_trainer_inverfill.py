@@ -34,7 +34,7 @@ def test_tiny_run_exports_loadable_weights_and_a_manifest_entry(tiny_inverfill_r
     assert "conv_in.weight" in sd and all(torch.isfinite(v).all() for v in sd.values())
     manifest = load_manifest(tiny_inverfill_run["manifest"])
     (entry,) = [m for m in manifest["models"] if m["filename"] == path.name]
-    assert entry["bytes"] == path.stat().st_size and entry["node"] == "FewStepInverseNoiseInit"
+    assert entry["bytes"] == path.stat().st_size and entry["node"] == "FewStepInverFillLoader"
     assert entry["produced_by"]["command"].startswith("python -m trainers.inverfill --config")
     assert json.loads(path.with_suffix(".manifest.json").read_text()) == entry
     previews = sorted((tiny_inverfill_run["dir"] / "previews").glob("*.png"))

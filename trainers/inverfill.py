@@ -31,7 +31,7 @@ from core.samplers import sample_fewstep_blended
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
 from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, config_dict
+from trainers.common.config import build_config, check_output_paths, config_dict
 from trainers.common.data import read_prompts, step_generator
 from trainers.common.ema import EMA
 from trainers.common.export import atomic_json, export_run
@@ -223,6 +223,7 @@ def split_prompts(cfg: InverFillConfig) -> tuple[list[str], list[str]]:
 
 
 def check_config(cfg: InverFillConfig) -> None:
+    check_output_paths(cfg)
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
     check_base_model(cfg.base_model, cfg.single_file_config or None)
@@ -389,7 +390,7 @@ def _export(cfg, config_path, base, model, ema, step) -> Path:
                 "ema": "true" if ema is not None else "false", "key_format": "diffusers",
                 "inversion_timestep": "500", "masking": cfg.masking, "config": config_dict(cfg), "unet_config": jsonable(base.unet_config)}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="inverfill",
-                      title="InverFill inversion network", node="FewStepInverseNoiseInit",
+                      title="InverFill inversion network",
                       reference="https://arxiv.org/abs/2603.23463",
                       description=f"InverFill one-step inversion network trained from {Path(cfg.base_model).name} "
                                   f"for {step} steps")

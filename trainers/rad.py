@@ -25,7 +25,7 @@ from core.random_masks import perlin_mask
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel, check_base_model, load_base_model
 from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, config_dict
+from trainers.common.config import build_config, check_output_paths, config_dict
 from trainers.common.data import step_generator
 from trainers.common.ema import EMA
 from trainers.common.export import atomic_json, export_run
@@ -174,6 +174,7 @@ def preview_rows(cfg, unet, base: BaseModel, batch: Batch, dtype) -> list[torch.
 
 
 def check_config(cfg: RADConfig) -> None:
+    check_output_paths(cfg)
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
     check_base_model(cfg.base_model, cfg.single_file_config or None)
@@ -286,7 +287,7 @@ def export(cfg, config_path, base, state: dict) -> Path:
                 "lora_alpha": str(cfg.lora_alpha), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
                 "config": config_dict(cfg)}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="rad", title="RAD LoRA + time layers",
-                      node="FewStepRegionAwareSampler", reference="https://arxiv.org/abs/2412.09191",
+                      reference="https://arxiv.org/abs/2412.09191",
                       description=f"RAD per-pixel time embedding LoRA (rank {cfg.rank}) for {Path(cfg.base_model).name}")
 
 

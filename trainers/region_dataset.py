@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from core.segment import MULTIMASK, automatic_regions, check_prompt, load_sam2, prompt_from_dict, segment_regions
-from trainers.common.config import ConfigError, build_config, config_dict
+from trainers.common.config import ConfigError, build_config, check_writable_path, config_dict
 from trainers.common.data import DataError
 from trainers.common.export import atomic_json
 from trainers.common.images import IMAGE_SUFFIXES
@@ -75,6 +75,7 @@ def check_config(cfg: RegionDatasetConfig) -> None:
             raise ConfigError(f"--{name} is required")
     if not Path(cfg.images_dir).is_dir():
         raise DataError(f"images_dir: {cfg.images_dir} is not a folder")
+    check_writable_path(cfg.output_dir, "output_dir")
     if not Path(cfg.sam2_checkpoint).is_file():
         raise DataError(f"sam2_checkpoint: {cfg.sam2_checkpoint} does not exist")
     if cfg.prompts != AUTOMATIC and not Path(cfg.prompts).is_file():

@@ -25,7 +25,7 @@ from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_
 from core.turboedit import encoder_step, gaussian_kl, invert_with_encoder, reparameterise
 from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
 from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, config_dict
+from trainers.common.config import build_config, check_output_paths, config_dict
 from trainers.common.data import step_generator
 from trainers.common.ema import EMA
 from trainers.common.export import atomic_json, export_run
@@ -186,6 +186,7 @@ def preview_rows(base, encoder, g_model, sigmas, sigma_table, batch: Batch, dtyp
 
 
 def check_config(cfg: TurboEditConfig) -> None:
+    check_output_paths(cfg)
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
     check_base_model(cfg.base_model, cfg.single_file_config or None)
@@ -297,7 +298,7 @@ def export(cfg, config_path, base, model, ema, sigmas) -> Path:
                 "steps": str(cfg.steps), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
                 "config": config_dict(cfg), "unet_config": jsonable(dict(model.config))}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turboedit",
-                      title="TurboEdit inversion encoder", node="FewStepIterativeInverter",
+                      title="TurboEdit inversion encoder",
                       reference="https://arxiv.org/abs/2408.08332",
                       description=f"TurboEdit {cfg.steps}-step inversion encoder trained from {Path(cfg.base_model).name}")
 

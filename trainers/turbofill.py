@@ -32,7 +32,7 @@ from core.turbofill import FillDiscriminator, TurboFillAdapter, config_from_unet
 from core.schedules import trailing_timesteps
 from trainers.common.base_model import BaseModel, BaseModelError, check_base_model, load_base_model
 from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, config_dict
+from trainers.common.config import build_config, check_output_paths, config_dict
 from trainers.common.data import step_generator
 from trainers.common.ema import EMA
 from trainers.common.export import atomic_json, export_run
@@ -264,6 +264,7 @@ class Networks:
 
 
 def check_config(cfg: TurboFillConfig) -> None:
+    check_output_paths(cfg)
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
     check_base_model(cfg.base_model, cfg.single_file_config or None)
@@ -429,7 +430,7 @@ def export(cfg, config_path, base, adapter: TurboFillAdapter) -> Path:
                 "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))), "config": config_dict(cfg)}
     state = {k: v.detach().cpu() for k, v in adapter.state_dict().items()}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turbofill", title="TurboFill adapter",
-                      node="FewStepTurboFillLoader", reference="https://arxiv.org/abs/2504.00996",
+                      reference="https://arxiv.org/abs/2504.00996",
                       description=f"TurboFill inpainting adapter for the few-step {Path(cfg.fast_unet or cfg.base_model).name}")
 
 

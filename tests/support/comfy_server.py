@@ -22,6 +22,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from .processes import SAFETY_TIMEOUT_S, pinned_env
+
 REPO = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-FewStep.Fill_Edit-test"  # dots and dashes: the loader must cope
 CHECKPOINT = "tiny_sd15.safetensors"
@@ -92,10 +94,10 @@ class ComfyServer:
                "--input-directory", str(self.input_dir), "--extra-model-paths-config", str(self.yaml),
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER,
                "--database-url", "sqlite:///:memory:"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+        env = pinned_env(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(cmd, cwd=str(comfyui_dir()), stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 180
+        deadline = time.time() + 900  # a start takes 10–30 s; this only catches a hung server
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited early:\n{self.log_text()[-4000:]}")
@@ -129,6 +131,13 @@ class ComfyServer:
         with urllib.request.urlopen(self.url + route, timeout=30) as r:
             return r.read()
 
+    def post_json(self, route: str, value) -> int:
+        """POST a JSON value (e.g. /settings/<id>); returns the HTTP status."""
+        req = urllib.request.Request(self.url + route, data=json.dumps(value).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+
     def submit(self, prompt: dict) -> tuple[int, dict]:
         """POST /prompt → (HTTP status, JSON body)."""
         body = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
@@ -139,7 +148,7 @@ class ComfyServer:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"{}")
 
-    def run(self, prompt: dict, timeout: float = 300) -> dict:
+    def run(self, prompt: dict, timeout: float = SAFETY_TIMEOUT_S) -> dict:
         """Submit a prompt and wait for its /history entry (raises if it was refused)."""
         status, body = self.submit(prompt)
         if status != 200:

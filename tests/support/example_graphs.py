@@ -29,11 +29,10 @@ CORE_VERSION = "0.3.64"
 class Node:
     id: int
     type: str
-    pos: tuple[int, int]
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
     title: str | None = None
-    size: tuple[int, int] = (300, 100)
+    size: tuple[int, int] = (300, 100)  # width, and the least height (the layout adds what slots and widgets need)
 
 
 @dataclass
@@ -63,26 +62,26 @@ def inpaint_graph() -> Graph:
         title="Few-step inpaint, no extra weights",
         note=INPAINT_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
                  {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
-            Node(6, "RandomNoise", (380, 400), {"noise_seed": 42}, size=(260, 80)),
-            Node(7, "FewStepReBlend", (660, 400), {"seed": 7}, {"noise": (6, 0), "mask": (2, 1)}, size=(260, 100)),
-            Node(8, "BasicGuider", (820, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", (820, 100), {"hole_init": "source", "known_noise": "fresh"},
+            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
+            Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": (2, 1)}, size=(260, 100)),
+            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
                  size=(260, 90)),
-            Node(10, "FewStepSchedule", (820, 200), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
                  {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", (1120, 0), links={
+            Node(11, "SamplerCustomAdvanced", links={
                 "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
                 size=(240, 110)),
-            Node(12, "VAEDecode", (1120, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(13, "FewStepExactComposite", (1120, 250), {"grow": 0, "feather": 4, "color_match": 1.0},
+            Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(13, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
                  {"original": (2, 0), "generated": (12, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(14, "SaveImage", (1440, 0), {"filename_prefix": "fewstep_inpaint"}, {"images": (13, 0)},
+            Node(14, "SaveImage", {"filename_prefix": "fewstep_inpaint"}, {"images": (13, 0)},
                  size=(400, 450)),
         ],
     )
@@ -106,29 +105,29 @@ def inverfill_graph() -> Graph:
         title="InverFill inpaint",
         note=INVERFILL_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
                  {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
-            Node(6, "FewStepInverFillLoader", (380, 400), {"network_name": "inverfill_sdxl_turbo.safetensors"},
+            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "FewStepInverFillLoader", {"network_name": "inverfill_sdxl_turbo.safetensors"},
                  {"model": (1, 0)}, size=(320, 80)),
-            Node(7, "FewStepInverseNoiseInit", (720, 300), {"seed": 7},
+            Node(7, "FewStepInverseNoiseInit", {"seed": 7},
                  {"model": (1, 0), "inverfill": (6, 0), "positive": (3, 0), "mask": (2, 1), "image": (2, 0),
                   "vae": (1, 2)}, size=(300, 230)),
-            Node(8, "BasicGuider", (820, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", (820, 100), {"hole_init": "source", "known_noise": "start"},
+            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "start"},
                  size=(260, 90)),
-            Node(10, "FewStepSchedule", (1060, 300), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
                  {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", (1120, 0), links={
+            Node(11, "SamplerCustomAdvanced", links={
                 "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
                 size=(240, 110)),
-            Node(12, "VAEDecode", (1120, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(13, "FewStepExactComposite", (1380, 160), {"grow": 0, "feather": 4, "color_match": 1.0},
+            Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(13, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
                  {"original": (2, 0), "generated": (12, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(14, "SaveImage", (1700, 0), {"filename_prefix": "inverfill_inpaint"}, {"images": (13, 0)},
+            Node(14, "SaveImage", {"filename_prefix": "inverfill_inpaint"}, {"images": (13, 0)},
                  size=(400, 450)),
         ],
     )
@@ -151,27 +150,27 @@ def edit_graph(method: str) -> Graph:
     detail = ("a trained TurboEdit encoder predicts them: 8 network passes" if encoder
               else "exact inversion, no extra weights: 4 model passes")
     nodes = [
-        Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-        Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
-        Node(3, "FewStepCaptionEditor", (380, 0), {"caption": "a photo of a red car parked on a quiet street",
+        Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+        Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+        Node(3, "FewStepCaptionEditor", {"caption": "a photo of a red car parked on a quiet street",
                                                    "edit": "red → blue", "strength": 1.0, "occurrence": 0},
              {"clip": (1, 1)}, size=(400, 260)),
-        Node(4, "FewStepIterativeInverter", (380, 300), {"steps": 4, "method": method, "seed": 0},
+        Node(4, "FewStepIterativeInverter", {"steps": 4, "method": method, "seed": 0},
              {"model": (1, 0), "conditioning": (3, 0), "image": (2, 0), "vae": (1, 2),
               **({"encoder": (11, 0)} if encoder else {})}, size=(320, 250)),
-        Node(5, "FewStepTurboEditSampler", (820, 300), {"local_mask": "auto", "threshold": 0.4, "blur": -1},
+        Node(5, "FewStepTurboEditSampler", {"local_mask": "auto", "threshold": 0.4, "blur": -1},
              {"inversion": (4, 0), "tokens": (3, 4)}, size=(300, 170)),
-        Node(6, "DisableNoise", (820, 0), size=(200, 30)),
-        Node(7, "BasicGuider", (820, 80), links={"model": (1, 0), "conditioning": (3, 1)}, size=(200, 50)),
-        Node(8, "SamplerCustomAdvanced", (1140, 0), links={
+        Node(6, "DisableNoise", size=(200, 30)),
+        Node(7, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 1)}, size=(200, 50)),
+        Node(8, "SamplerCustomAdvanced", links={
             "noise": (6, 0), "guider": (7, 0), "sampler": (5, 0), "sigmas": (4, 2), "latent_image": (4, 3)},
             size=(240, 110)),
-        Node(9, "VAEDecode", (1140, 160), links={"samples": (8, 0), "vae": (1, 2)}, size=(210, 50)),
-        Node(10, "SaveImage", (1420, 0), {"filename_prefix": f"instant_edit_{method}"}, {"images": (9, 0)},
+        Node(9, "VAEDecode", links={"samples": (8, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(10, "SaveImage", {"filename_prefix": f"instant_edit_{method}"}, {"images": (9, 0)},
              size=(400, 450)),
     ]
     if encoder:
-        nodes.append(Node(11, "FewStepTurboEditLoader", (0, 540), {"encoder_name": "turboedit_sdxl_turbo.safetensors"},
+        nodes.append(Node(11, "FewStepTurboEditLoader", {"encoder_name": "turboedit_sdxl_turbo.safetensors"},
                           {"model": (1, 0)}, size=(320, 80)))
     return Graph(name=f"instant_edit_{method}", title=f"Instant edit ({'TurboEdit encoder' if encoder else 'exact inversion'})",
                  note=EDIT_NOTE.format(method="TurboEdit encoder" if encoder else "exact inversion", detail=detail),
@@ -195,19 +194,19 @@ def rad_graph() -> Graph:
         title="Region-aware inpaint",
         note=RAD_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
                  {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
-            Node(6, "FewStepRegionAwareSampler", (820, 0),
+            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "FewStepRegionAwareSampler",
                  {"steps": 4, "seed": 5, "cfg": 1.0, "rad_lora": "none", "lora_strength": 1.0},
                  {"model": (1, 0), "positive": (3, 0), "latent": (5, 0)}, size=(320, 260)),
-            Node(7, "VAEDecode", (1160, 0), links={"samples": (6, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(8, "FewStepExactComposite", (1160, 100), {"grow": 0, "feather": 4, "color_match": 1.0},
+            Node(7, "VAEDecode", links={"samples": (6, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(8, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
                  {"original": (2, 0), "generated": (7, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(9, "SaveImage", (1480, 0), {"filename_prefix": "region_aware_inpaint"}, {"images": (8, 0)},
+            Node(9, "SaveImage", {"filename_prefix": "region_aware_inpaint"}, {"images": (8, 0)},
                  size=(400, 450)),
         ],
     )
@@ -232,31 +231,31 @@ def turbofill_graph() -> Graph:
         title="TurboFill inpaint",
         note=TURBOFILL_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
                  {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", (380, 310), links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
-            Node(6, "FewStepTurboFillLoader", (380, 400), {"adapter_name": "turbofill_sdxl.safetensors"},
+            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            Node(6, "FewStepTurboFillLoader", {"adapter_name": "turbofill_sdxl.safetensors"},
                  {"model": (1, 0)}, size=(320, 80)),
-            Node(7, "FewStepTurboFillAdapterApply", (720, 220),
+            Node(7, "FewStepTurboFillAdapterApply",
                  {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
                  {"positive": (3, 0), "negative": (3, 0), "adapter": (6, 0), "vae": (1, 2), "image": (2, 0),
                   "mask": (2, 1)}, size=(300, 230)),
-            Node(8, "BasicGuider", (1060, 0), links={"model": (1, 0), "conditioning": (7, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", (1060, 100), {"hole_init": "source", "known_noise": "fresh"},
+            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (7, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
                  size=(260, 90)),
-            Node(10, "FewStepSchedule", (1060, 220), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
                  {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", (1340, 0), links={
+            Node(11, "SamplerCustomAdvanced", links={
                 "noise": (12, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
                 size=(240, 110)),
-            Node(12, "RandomNoise", (1060, 380), {"noise_seed": 42}, size=(260, 80)),
-            Node(13, "VAEDecode", (1340, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(15, "FewStepExactComposite", (1340, 250), {"grow": 0, "feather": 4, "color_match": 1.0},
+            Node(12, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
+            Node(13, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(15, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
                  {"original": (2, 0), "generated": (13, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(14, "SaveImage", (1660, 0), {"filename_prefix": "turbofill_inpaint"}, {"images": (15, 0)},
+            Node(14, "SaveImage", {"filename_prefix": "turbofill_inpaint"}, {"images": (15, 0)},
                  size=(400, 450)),
         ],
     )
@@ -282,37 +281,91 @@ def sam2_graph() -> Graph:
         title="SAM2 click → few-step inpaint",
         note=SAM2_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", (0, 160), {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", (380, 0), {"text": "an empty wooden park bench, soft daylight, detailed"},
+            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
                  {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(15, "FewStepSAM2Loader", (0, 540), {"sam2_name": "sam2.1_hiera_tiny.pt"}, size=(320, 80)),
-            Node(16, "FewStepSAM2Mask", (380, 420),
+            Node(15, "FewStepSAM2Loader", {"sam2_name": "sam2.1_hiera_tiny.pt"}, size=(320, 80)),
+            Node(16, "FewStepSAM2Mask",
                  {"positive_points": '[{"x": 100, "y": 70}]', "multimask": "best", "negative_points": "[]",
                   "boxes": "[]"}, {"sam2": (15, 0), "image": (2, 0)}, size=(320, 200)),
-            Node(17, "GrowMask", (720, 420), {"expand": 4, "tapered_corners": True}, {"mask": (16, 0)},
+            Node(17, "GrowMask", {"expand": 4, "tapered_corners": True}, {"mask": (16, 0)},
                  title="Grow the hole a little", size=(240, 90)),
-            Node(18, "MaskToImage", (720, 540), links={"mask": (17, 0)}, size=(200, 30)),
-            Node(19, "PreviewImage", (720, 600), links={"images": (18, 0)}, title="SAM2 mask", size=(240, 250)),
-            Node(4, "VAEEncode", (380, 220), links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", (720, 220), links={"samples": (4, 0), "mask": (17, 0)}, size=(210, 50)),
-            Node(6, "RandomNoise", (720, 300), {"noise_seed": 42}, size=(260, 80)),
-            Node(7, "FewStepReBlend", (1000, 300), {"seed": 7}, {"noise": (6, 0), "mask": (17, 0)}, size=(260, 100)),
-            Node(8, "BasicGuider", (1000, 0), links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", (1000, 80), {"hole_init": "source", "known_noise": "fresh"},
+            Node(18, "MaskToImage", links={"mask": (17, 0)}, size=(200, 30)),
+            Node(19, "PreviewImage", links={"images": (18, 0)}, title="SAM2 mask", size=(240, 250)),
+            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (17, 0)}, size=(210, 50)),
+            Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
+            Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": (17, 0)}, size=(260, 100)),
+            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
                  size=(260, 90)),
-            Node(10, "FewStepSchedule", (1000, 440), {"steps": 4, "spacing": "trailing", "timesteps": ""},
+            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
                  {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", (1300, 0), links={
+            Node(11, "SamplerCustomAdvanced", links={
                 "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
                 size=(240, 110)),
-            Node(12, "VAEDecode", (1300, 160), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(13, "FewStepExactComposite", (1300, 250), {"grow": 4, "feather": 4, "color_match": 1.0},
+            Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+            Node(13, "FewStepExactComposite", {"grow": 4, "feather": 4, "color_match": 1.0},
                  {"original": (2, 0), "generated": (12, 0), "mask": (17, 0)}, size=(280, 170)),
-            Node(14, "SaveImage", (1620, 0), {"filename_prefix": "sam2_click_inpaint"}, {"images": (13, 0)},
+            Node(14, "SaveImage", {"filename_prefix": "sam2_click_inpaint"}, {"images": (13, 0)},
                  size=(400, 450)),
         ],
     )
+
+
+# ---------------------------------------------------------------------------------------------- layout
+STAGES = ("1 · Load", "2 · Prompt & mask", "3 · Sample", "4 · Composite & save")
+STAGE_OF = {
+    "CheckpointLoaderSimple": 0, "LoadImage": 0, "FewStepInverFillLoader": 0, "FewStepTurboFillLoader": 0,
+    "FewStepTurboEditLoader": 0, "FewStepSAM2Loader": 0,
+    "CLIPTextEncode": 1, "FewStepCaptionEditor": 1, "VAEEncode": 1, "SetLatentNoiseMask": 1, "FewStepSAM2Mask": 1,
+    "GrowMask": 1, "MaskToImage": 1, "PreviewImage": 1, "FewStepTurboFillAdapterApply": 1,
+    "RandomNoise": 2, "DisableNoise": 2, "FewStepReBlend": 2, "FewStepInverseNoiseInit": 2, "BasicGuider": 2,
+    "FewStepBlendedSampler": 2, "FewStepSchedule": 2, "SamplerCustomAdvanced": 2, "FewStepRegionAwareSampler": 2,
+    "FewStepIterativeInverter": 2, "FewStepTurboEditSampler": 2,
+    "VAEDecode": 3, "FewStepExactComposite": 3, "SaveImage": 3,
+}
+STAGE_COLOURS = ("#3f789e", "#8A8", "#b58b2a", "#a1309b")
+NOTE_WIDTH, NOTE_HEIGHT = 420, 620
+GAP_X, GAP_Y, PAD, GROUP_TITLE = 70, 50, 20, 40
+TITLE_BAR = 30  # the front end draws a node's title above its pos
+
+
+def node_height(node: Node, info: dict) -> int:
+    """Height the front end needs for the node's slots and widgets (a generous estimate, so nothing overlaps)."""
+    specs = input_specs(info)
+    widgets = [(n, s) for n, s in specs.items() if is_widget(s) and n not in node.links]
+    slots = max(len([n for n, s in specs.items() if not is_widget(s) or n in node.links]), len(info["output"]))
+    height = 10 + 22 * slots
+    for _, spec in widgets:
+        height += 120 if spec[1].get("multiline") else 26
+        height += 26 if spec[1].get("control_after_generate") else 0
+    return max(node.size[1], height)
+
+
+def layout(graph: Graph, object_info: dict) -> tuple[dict[int, tuple[list[int], list[int]]], list[dict]]:
+    """Left to right in titled groups, one per stage (load → prompt & mask → sample → composite & save), nodes
+    stacked in their order with room between them; the how-to note on the left, beside the Load group."""
+    columns: list[list[Node]] = [[] for _ in STAGES]
+    for node in graph.nodes:
+        columns[STAGE_OF[node.type]].append(node)
+    boxes, groups = {}, []
+    x = NOTE_WIDTH + GAP_X if graph.note else 0
+    top = GROUP_TITLE + PAD + TITLE_BAR
+    for stage, column in enumerate(columns):
+        if not column:
+            continue
+        width = max(n.size[0] for n in column)
+        y = top
+        for node in column:
+            height = node_height(node, object_info[node.type])
+            boxes[node.id] = ([x + PAD, y], [width, height])
+            y += height + TITLE_BAR + GAP_Y
+        groups.append({"id": stage + 1, "title": STAGES[stage], "bounding": [x, 0, width + 2 * PAD, y - GAP_Y + PAD],
+                       "color": STAGE_COLOURS[stage], "font_size": 24, "flags": {}})
+        x += width + 2 * PAD + GAP_X
+    return boxes, groups
 
 
 GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder"), rad_graph,
@@ -354,6 +407,7 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
             slots.append({"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO", "link": link})
         inputs[node.id] = slots
     order = {n.id: i for i, n in enumerate(graph.nodes)}
+    boxes, groups = layout(graph, object_info)
     ui_nodes = []
     for node in graph.nodes:
         info = object_info[node.type]
@@ -361,8 +415,8 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         ui_nodes.append({
             "id": node.id,
             "type": node.type,
-            "pos": list(node.pos),
-            "size": list(node.size),
+            "pos": boxes[node.id][0],
+            "size": boxes[node.id][1],
             "flags": {},
             "order": order[node.id],
             "mode": 0,
@@ -377,7 +431,8 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
             "widgets_values": _widget_values(node, info),
         })
     if graph.note:
-        ui_nodes.append({"id": 100, "type": "MarkdownNote", "pos": [0, 540], "size": [640, 300], "flags": {},
+        ui_nodes.append({"id": 100, "type": "MarkdownNote", "pos": [0, GROUP_TITLE + PAD + TITLE_BAR],
+                         "size": [NOTE_WIDTH, NOTE_HEIGHT], "flags": {},
                          "order": len(graph.nodes), "mode": 0, "inputs": [], "outputs": [],
                          "title": "How to use", "properties": {}, "widgets_values": [graph.note]})
     return {
@@ -387,11 +442,17 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
         "last_link_id": link_id,
         "nodes": ui_nodes,
         "links": links,
-        "groups": [],
+        "groups": groups,
         "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}, "fewstep_title": graph.title},
+        "extra": {"ds": {"scale": _fit_scale(groups), "offset": [40, 40]}, "fewstep_title": graph.title},
         "version": 0.4,
     }
+
+
+def _fit_scale(groups: list[dict], view_width: int = 1500) -> float:
+    """Zoom at which the whole graph fits a 1500 px wide canvas when the template opens (at most 0.8)."""
+    right = max((g["bounding"][0] + g["bounding"][2] for g in groups), default=view_width)
+    return round(min(0.8, view_width / (right + 80)), 2)
 
 
 def to_api(graph: Graph, object_info: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import typing
 from pathlib import Path
 
@@ -132,3 +133,27 @@ def config_dict(config) -> dict:
 
 def config_hash(config) -> str:
     return hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_writable_path(path: str | Path, name: str, *, folder: bool = True) -> None:
+    """Refuse, before anything loads, an output path that cannot be written: the folder (or a file's folder)
+    must exist and be writable, or its nearest existing parent must be a writable folder. Creates nothing."""
+    path = Path(path).expanduser().absolute()
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: {path} is a file, not a folder")
+    target = path if folder else path.parent
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{name}: {path} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == target else f"cannot be created: {probe} is not writable"
+        raise ValueError(f"{name}: {path} {what} (choose another {name})")
+
+
+def check_output_paths(cfg) -> None:
+    """output_dir (and manifest, where a trainer has one) are writable: checked first, before any model loads."""
+    check_writable_path(cfg.output_dir, "output_dir")
+    if getattr(cfg, "manifest", ""):
+        check_writable_path(cfg.manifest, "manifest", folder=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from core.manifest import SCHEMA_PATH, schema_errors
+from core.manifest import LOADER_NODES, SCHEMA_PATH, schema_errors
 from core.weights import save_weights, sha256_file
 
 
@@ -74,14 +74,14 @@ def atomic_json(path: Path, data: dict) -> None:
 
 
 def export_run(cfg, config_path: str, module: str, state_dict: dict, metadata: dict, *, base, kind: str, title: str,
-               node: str, reference: str, description: str) -> Path:
+               reference: str, description: str) -> Path:
     """A trainer's final export: ``<output_dir>/<name>.safetensors`` in ``cfg.export_dtype`` and its manifest entry
-    (beside the file, and in ``cfg.manifest`` when set)."""
+    (beside the file, and in ``cfg.manifest`` when set), naming the node that loads the kind."""
     path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state_dict, metadata,
                           EXPORT_DTYPES[cfg.export_dtype])
     entry = manifest_entry(
         path, id=cfg.name.lower().replace("_", "-"), kind=kind, name=f"{title} ({cfg.name})", base=base.family.upper(),
-        base_family=base.family, node=node, trainer=module, command=command_line(module), config=config_path,
+        base_family=base.family, node=LOADER_NODES[kind], trainer=module, command=command_line(module), config=config_path,
         license=cfg.license, reference=reference, description=description,
     )
     write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)

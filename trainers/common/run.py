@@ -28,12 +28,27 @@ def cpu_only_launch() -> bool:
 
 
 def make_accelerator(cfg, out_dir: Path):
+    """The run's Accelerator; then every global RNG is seeded from ``cfg.seed``, so networks built after it (LoRA
+    ``down`` weights, new heads) start the same on every run and every rank."""
     from accelerate import Accelerator
 
     if cfg.mixed_precision not in PRECISIONS:
         raise ValueError(f"mixed_precision: {cfg.mixed_precision!r} is not one of {list(PRECISIONS)}")
-    return Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
-                       log_with="tensorboard", project_dir=str(out_dir), cpu=cpu_only_launch())
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                              log_with="tensorboard", project_dir=str(out_dir), cpu=cpu_only_launch())
+    seed_global_rngs(cfg.seed)
+    return accelerator
+
+
+def seed_global_rngs(seed: int) -> None:
+    """torch (CPU and every GPU), numpy and ``random`` from one seed."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def frozen_dtype(cfg, device) -> torch.dtype:
