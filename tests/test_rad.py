@@ -12,7 +12,7 @@ from core.rad import (
 from core.schedules import scaled_linear_alphas_cumprod, sigmas_from_alphas_cumprod
 from core.weights import load_weights
 
-from .conftest import fails_before_loading, run_killed, run_module
+from .conftest import fails_before_loading, rerun_killed_and_resumed
 
 ALPHAS = scaled_linear_alphas_cumprod()
 TABLE = sigmas_from_alphas_cumprod(ALPHAS).float()
@@ -226,12 +226,7 @@ def test_the_same_command_killed_and_resumed_gives_bit_identical_weights(tiny_ra
     """A second run of the documented command (SIGKILLed at checkpoint 30, then rerun) ends with the tensors of the
     first: its networks start from the seed, not from the global RNG (7 runs once gave 7 hashes), and resume is
     exact."""
-    args = ["--config", "trainers/configs/rad_tiny.yaml", f"--base_model={tiny_bases['sd15']}",
-            f"--images_dir={image_folder}", f"--output_dir={tmp_path}"]
-    run_killed("trainers.rad", args, step=30)
-    assert not (tmp_path / "rad_tiny.safetensors").exists()
-    resumed = json.loads(run_module("trainers.rad", args).stdout.strip().splitlines()[-1])
-    assert resumed["resumed_from"] == 30
+    args = ["--config", "trainers/configs/rad_tiny.yaml", f"--base_model={tiny_bases['sd15']}", f"--images_dir={image_folder}"]
+    second = rerun_killed_and_resumed("rad", args, "rad_tiny.safetensors", tmp_path, step=30)
     first, _ = load_weights(tiny_rad_run["weights"])
-    second, _ = load_weights(tmp_path / "rad_tiny.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
