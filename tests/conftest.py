@@ -151,20 +151,6 @@ def run_killed(module: str, args: list[str], *, step: int, when: str = "after", 
     return proc
 
 
-def rerun_killed_and_resumed(trainer: str, args: list[str], weights_name: str, out: Path, step: int) -> dict:
-    """The same trainer command again, SIGKILLed right after checkpoint ``step`` and rerun: returns the exported
-    tensors (compared with a straight run's, they show the command is reproducible and resume is exact)."""
-    import json
-
-    from core.weights import load_weights
-
-    run_killed(f"trainers.{trainer}", args + [f"--output_dir={out}"], step=step)
-    assert not (out / weights_name).exists()
-    resumed = json.loads(run_module(f"trainers.{trainer}", args + [f"--output_dir={out}"]).stdout.strip().splitlines()[-1])
-    assert resumed["resumed_from"] == step
-    return load_weights(out / weights_name)[0]
-
-
 def accelerate_launcher(processes: int = 2) -> list[str]:
     """``accelerate launch --multi_gpu`` (torchrun + gloo on CPU) on a free rendezvous port, never the default
     29500 a parallel run may hold."""
