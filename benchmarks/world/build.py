@@ -38,8 +38,9 @@ class BuildConfig:
     vae_batch: int = 32
     judge_steps: int = 1500
     judge_batch: int = 64
-    teacher_steps: int = 1800
+    teacher_steps: int = 2600
     teacher_batch: int = 64
+    offset_noise: float = 0.3
     cfg_scale: float = 3.0
     trajectories: int = 2048
     trajectory_steps: int = 20
@@ -219,7 +220,10 @@ class Builder:
         v-prediction loss of Salimans & Ho 2022 (§4) on an ε-parameterised net, capped so low-noise detail still
         trains. With the plain ε loss a small net ignores the text: the caption decides the image at high noise,
         where x̂0 = (x − √(1−ᾱ)ε̂)/√ᾱ magnifies ε errors 15× and the ε loss barely sees them (measured: after
-        1000 steps the x̂0 error at t = 999 was 2.65, worse than predicting zero, conditional ≈ unconditional)."""
+        1000 steps the x̂0 error at t = 999 was 2.65, worse than predicting zero, conditional ≈ unconditional).
+        The training noise carries an offset per image and channel (``offset_noise``): SD's schedule keeps
+        √ᾱ_999 = 0.068 of the image at t = 999, so the colour (the latent's per-channel mean) leaks through the
+        noise and plain training never learns to choose it from the caption (README, 'What holds at this scale')."""
         folder = self.work / "teacher"
         if not folder.is_dir():
             self.timed("teacher", lambda: self._train_teacher(folder, latents))
@@ -242,7 +246,7 @@ class Builder:
             x0 = latents[idx].to(self.device)
             gen = self.torch_gen("teacher", step)
             t = torch.randint(0, 1000, (len(idx),), generator=gen).to(self.device)
-            eps = torch.randn(x0.shape, generator=gen).to(self.device)
+            eps = offset_noise(x0.shape, self.cfg.offset_noise, gen).to(self.device)
             a = abar[t].view(-1, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
             pred = unet(xt, t, encoder_hidden_states=sampling.encode_text(text, tokenizer, texts, self.device)).sample
@@ -402,6 +406,15 @@ class Builder:
                           "caption_all_attributes_right": exact, "eval_scenes": len(test),
                           "cfg_scale_teacher": self.cfg.cfg_scale},
                 "config": asdict(self.cfg), "device": str(self.device), "threads": torch.get_num_threads()}
+
+
+def offset_noise(shape, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """ε + strength·δ with δ ~ N(0, 1) per image and channel: offset noise (Guttenberg 2023), a stand-in for
+    zero terminal SNR (Lin et al. 2024, §3.1) that keeps SD's schedule, so the net learns the colour from the text."""
+    eps = torch.randn(shape, generator=generator)
+    if strength == 0.0:
+        return eps
+    return eps + strength * torch.randn(shape[:2] + (1,) * (len(shape) - 2), generator=generator)
 
 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
