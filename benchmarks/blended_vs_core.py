@@ -11,62 +11,29 @@ medians and the ratio ours / core. Not a test: timings depend on the machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_module(name: str, path: Path):
-    """Import a file as ``name`` (the pack itself, like ComfyUI does; test helpers by path, since
-    ComfyUI's own ``tests`` package shadows ours)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+# benchmarks/ is on sys.path when a benchmark runs as a script
+from comfy_host import host_arguments, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI checkout")
-    parser.add_argument("--checkpoint", help="checkpoint to use (default: build the ~100 M random one)")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser = host_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), size=512, repeats=5)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gpu", action="store_true", help="use ComfyUI's default device instead of --cpu")
     args = parser.parse_args()
-    if not args.comfyui:
-        parser.error("set COMFYUI_DIR or pass --comfyui")
-
-    sys.path.insert(0, str(Path(args.comfyui).resolve()))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = not args.gpu
+    start_from_arguments(parser, args)
     import torch
 
-    torch.set_num_threads(args.threads)
-    import comfy.sd
-    import comfy.utils
-
-    comfy.utils.PROGRESS_BAR_ENABLED = False
     import nodes as comfy_nodes
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-    server_helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
-    load_module("fewstep_pack", REPO / "__init__.py")
     from fewstep_pack.nodes.sampler import FewStepBlendedSampler
     from fewstep_pack.nodes.schedule import FewStepSchedule
 
-    checkpoint = args.checkpoint or str(
-        server_helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=2)
-    )
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)
+    checkpoint, (model, clip, _) = tiny_sd15(args.checkpoint)
     conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
     side = args.size // 8
     z = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))

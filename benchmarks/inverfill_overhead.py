@@ -14,7 +14,6 @@ diffusers base and reports its seconds per step and peak memory. Prints the rati
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -24,40 +23,26 @@ import tempfile
 import time
 from pathlib import Path
 
+# benchmarks/ is on sys.path when a benchmark runs as a script
+from comfy_host import host_arguments, start_from_arguments, tiny_sd15
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def graph_timings(args) -> dict:
-    sys.path.insert(0, str(Path(args.comfyui).resolve()))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = not args.gpu
     import torch
 
-    torch.set_num_threads(args.threads)
     import comfy.model_management as mm
     import comfy.samplers
     import comfy.sd
     import comfy.utils
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
-    load_module("fewstep_pack", REPO / "__init__.py")
     from fewstep_pack.nodes.comfy_inverfill import InverseNoise, build_network, encode_masked_image
     from fewstep_pack.nodes.sampler import FewStepBlendedSampler
     from fewstep_pack.nodes.schedule import FewStepSchedule
 
-    checkpoint = args.checkpoint or str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=2))
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)
+    checkpoint, (model, clip, vae) = tiny_sd15(args.checkpoint)
     conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
     base_sd = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
     net = build_network(model, base_sd, {"kind": "inverfill", "key_format": "ldm", "masking": "pixel"}, "bench")
@@ -121,19 +106,12 @@ def trainer_step(args) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"))
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gpu", action="store_true")
+    parser = host_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), size=256, repeats=5)
     parser.add_argument("--trainer-base", help="diffusers folder for the trainer-step measurement")
     parser.add_argument("--trainer-resolution", type=int, default=64)
     parser.add_argument("--trainer-steps", type=int, default=6)
     args = parser.parse_args()
-    if not args.comfyui:
-        parser.error("set COMFYUI_DIR or pass --comfyui")
+    start_from_arguments(parser, args)
     report = {"graph": graph_timings(args)}
     if args.trainer_base:
         report["trainer"] = trainer_step(args)

@@ -11,45 +11,24 @@ overhead is the per-pixel time embedding; RePaint re-noises and re-denoises ever
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+# benchmarks/ is on sys.path when a benchmark runs as a script
+from comfy_host import host_arguments, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"))
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--size", type=int, default=512)
+    parser = host_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), size=512, repeats=4)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--resample", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args()
-    if not args.comfyui:
-        parser.error("set COMFYUI_DIR or pass --comfyui")
-    sys.path.insert(0, str(Path(args.comfyui).resolve()))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = not args.gpu
+    start_from_arguments(parser, args)
     import torch
 
-    torch.set_num_threads(args.threads)
     import comfy.model_management as mm
     import comfy.samplers
     import comfy.sd
@@ -57,14 +36,10 @@ def main() -> int:
     import nodes as comfy_nodes
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
-    load_module("fewstep_pack", REPO / "__init__.py")
     from fewstep_pack.nodes.rad import RegionAwareSampler
     from fewstep_pack.nodes.schedule import FewStepSchedule
 
-    checkpoint = args.checkpoint or str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=2))
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=False, output_clip=True)
+    checkpoint, (model, clip, _) = tiny_sd15(args.checkpoint, vae=False)
     conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
     side = args.size // 8
     z = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))
@@ -92,7 +67,8 @@ def main() -> int:
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(conds, conds)
         guider.set_cfg(1.0)
-        SamplerCustomAdvanced().sample(Noise_RandomNoise(1), guider, comfy.samplers.KSAMPLER(repaint_fn), sigmas, latent)
+        SamplerCustomAdvanced().sample(Noise_RandomNoise(1), guider, comfy.samplers.KSAMPLER(repaint_fn), sigmas,
+                                       latent)
 
     runs = {"rad": rad, "core": core, "repaint": repaint}
     times: dict[str, list[float]] = {k: [] for k in runs}

@@ -12,44 +12,23 @@ Default checkpoint: the ~100 M-parameter random SD1.5-architecture one from test
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+# benchmarks/ is on sys.path when a benchmark runs as a script
+from comfy_host import host_arguments, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"))
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = host_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), size=256, repeats=3)
     parser.add_argument("--ddim-steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args()
-    if not args.comfyui:
-        parser.error("set COMFYUI_DIR or pass --comfyui")
-    sys.path.insert(0, str(Path(args.comfyui).resolve()))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = not args.gpu
+    start_from_arguments(parser, args)
     import torch
 
-    torch.set_num_threads(args.threads)
     import comfy.model_management as mm
     import comfy.sample
     import comfy.samplers
@@ -57,22 +36,19 @@ def main() -> int:
     import comfy.utils
     from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise, SamplerCustomAdvanced
 
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
-    load_module("fewstep_pack", REPO / "__init__.py")
     from fewstep_pack.core.schedules import fewstep_sigmas, trailing_timesteps
     from fewstep_pack.core.turboedit import invert_ddim
     from fewstep_pack.nodes.comfy_networks import build_unet_network
     from fewstep_pack.nodes.comfy_turboedit import TurboEditEncoder
     from fewstep_pack.nodes.turboedit import CaptionEditor, IterativeInverter, TurboEditSampler
 
-    checkpoint = args.checkpoint or str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=2))
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)
+    checkpoint, (model, clip, vae) = tiny_sd15(args.checkpoint)
     source, target, *_, tokens, _ = CaptionEditor.execute(clip=clip, caption="a photo of a red car on a street",
                                                           edit="red → blue").result
     base = model.model.diffusion_model.state_dict()
     wide = {k: (torch.cat([v, torch.zeros_like(v)], 1) if k == "input_blocks.0.0.weight" else
-                torch.cat([v, torch.zeros_like(v)], 0) if k.startswith("out.2.") else v.clone()) for k, v in base.items()}
+                torch.cat([v, torch.zeros_like(v)], 0) if k.startswith("out.2.") else v.clone())
+            for k, v in base.items()}
     encoder = TurboEditEncoder(build_unet_network(model, wide, {"kind": "turboedit", "key_format": "ldm"}, "bench",
                                                   "turboedit", channels_in=8, channels_out=8))
     image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(0))

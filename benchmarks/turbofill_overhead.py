@@ -12,13 +12,14 @@ and an adapter initialised from it; one model call per step at cfg 1, with and w
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+# benchmarks/ is on sys.path when a benchmark runs as a script
+from comfy_host import host_arguments, start_comfyui, tiny_sd15
 
 REPO = Path(__file__).resolve().parent.parent
 SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
@@ -27,14 +28,6 @@ SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_pe
                  transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
                  addition_embed_type="text_time", addition_time_embed_dim=256,
                  projection_class_embeddings_input_dim=2816, use_linear_projection=True)
-
-
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
@@ -65,33 +58,24 @@ def randomise_residual_convs(adapter, seed: int = 0) -> None:
 def bench_comfy(args) -> dict:
     if not args.comfyui:
         raise SystemExit("set COMFYUI_DIR or pass --comfyui (or use --arch sdxl)")
-    sys.path.insert(0, str(Path(args.comfyui).resolve()))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = not args.gpu
+    start_comfyui(args.comfyui, gpu=args.gpu, threads=args.threads)
     import torch
 
-    torch.set_num_threads(args.threads)
     import comfy.model_management as mm
-    import comfy.sd
-    import comfy.utils
     import nodes as comfy_nodes
 
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
-    load_module("fewstep_pack", REPO / "__init__.py")
     from fewstep_pack.core.turbofill import AdapterConfig, TurboFillAdapter
     from fewstep_pack.nodes.comfy_turbofill import build_adapter, unet_shape
     from fewstep_pack.nodes.turbofill import TurboFillAdapterApply
 
-    checkpoint = args.checkpoint or str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=2))
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=True, output_clip=True)
+    checkpoint, (model, clip, vae) = tiny_sd15(args.checkpoint)
     conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
     config = AdapterConfig(**unet_shape(model))
     torch.manual_seed(0)
     module = TurboFillAdapter(config)
     randomise_residual_convs(module)
-    adapter = build_adapter(model, module.state_dict(), {"kind": "turbofill", "adapter_config": config.to_dict()}, "bench")
+    adapter = build_adapter(model, module.state_dict(), {"kind": "turbofill", "adapter_config": config.to_dict()},
+                            "bench")
     image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(1))
     mask = torch.zeros(1, args.size, args.size)
     mask[:, args.size // 4: 3 * args.size // 4, args.size // 4: 3 * args.size // 4] = 1
@@ -109,7 +93,8 @@ def bench_comfy(args) -> dict:
     params = sum(p.numel() for p in module.parameters())
     return {"mode": "comfy", "checkpoint": Path(checkpoint).name, "size": args.size, "steps": args.steps,
             "device": str(mm.get_torch_device()), "adapter_params_m": round(params / 1e6, 1),
-            "seconds_per_step": per_step, "runs": times, "adapter_over_bare_per_step": per_step["adapter"] / per_step["bare"]}
+            "seconds_per_step": per_step, "runs": times,
+            "adapter_over_bare_per_step": per_step["adapter"] / per_step["bare"]}
 
 
 def bench_sdxl(args) -> dict:
@@ -159,23 +144,18 @@ def bench_sdxl(args) -> dict:
     report = {"mode": "sdxl-architecture", "size": args.size, "dtype": args.dtype, "device": str(device),
               "unet_params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 1),
               "adapter_params_m": round(sum(p.numel() for p in adapter.parameters()) / 1e6, 1),
-              "seconds_per_step": per_step, "runs": times, "adapter_over_bare_per_step": per_step["adapter"] / per_step["bare"]}
+              "seconds_per_step": per_step, "runs": times,
+              "adapter_over_bare_per_step": per_step["adapter"] / per_step["bare"]}
     if device.type == "cuda":
         report["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return report
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = host_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), size=512, repeats=4)
     parser.add_argument("--arch", choices=["comfy", "sdxl"], default="comfy")
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"))
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="bf16")
-    parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args()
     print(json.dumps(bench_sdxl(args) if args.arch == "sdxl" else bench_comfy(args), indent=1))
     return 0

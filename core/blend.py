@@ -1,4 +1,4 @@
-"""The single implementation of every inpainting blend in the pack (methods.md §0.4, §1.2)."""
+"""The single implementation of every inpainting blend in the pack (docs/methods.md §0.4, §1.2)."""
 from __future__ import annotations
 
 import torch

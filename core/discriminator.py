@@ -1,4 +1,4 @@
-"""LADD-style discriminator heads on a frozen teacher UNet's features (Sauer et al. 2024; methods.md §1.5)."""
+"""LADD-style discriminator heads on a frozen teacher UNet's features (Sauer et al. 2024; docs/methods.md §1.5)."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,6 @@
 """InverFill (Vu et al., CVPR 2026) in latent space: inversion pass, one-step generator, losses, exact start.
 
-Conventions (methods.md §1): latents are in model space (VAE latent × scale); noises are VP-unit
+Conventions (docs/methods.md §0.1; the method: §1): latents are in model space (VAE latent × scale); noises are VP-unit
 (x_T = ε at t = 999). ``eps_fn(x, t, **cond)`` is any ε-prediction UNet forward: the trainer
 passes a diffusers UNet, the ComfyUI node ComfyUI's own; the maths here is shared by both.
 """
@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .blend import reblend_noise
+from .schedules import x0_from_eps
 
 INVERSION_TIMESTEP = 500
 GENERATOR_TIMESTEP = 999
@@ -26,11 +27,6 @@ def timesteps_like(x: torch.Tensor, t: int) -> torch.Tensor:
 def invert(eps_fn: EpsFn, masked_latent: torch.Tensor, **cond) -> torch.Tensor:
     """F_θ(z0^m, t=500, c) → ẑ_T: the start noise aligned with the masked image (InverFill Sec. 3.1)."""
     return eps_fn(masked_latent, timesteps_like(masked_latent, INVERSION_TIMESTEP), **cond)
-
-
-def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_cumprod_t: float) -> torch.Tensor:
-    """x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t (Ho et al. 2020, Eq. 15; DMD2 ``get_x0_from_noise``)."""
-    return (x_t - math.sqrt(1.0 - alpha_cumprod_t) * eps) / math.sqrt(alpha_cumprod_t)
 
 
 def one_step_generate(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, **cond) -> torch.Tensor:

@@ -1,19 +1,10 @@
-"""``weights_manifest.json``: schema validation and an on-disk verifier.
-
-Run from the pack folder::
-
-    python -m core.manifest --models-dir /path/to/ComfyUI/models [--present-only]
-
-It checks every entry's file for presence, size, sha256 and a readable safetensors header, and
-exits 1 with one line per problem (naming the file, its folder and the command that makes it).
-"""
+"""``weights_manifest.json``: schema validation and an on-disk verifier (its command line:
+``python -m tools.verify_weights``)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,34 +189,3 @@ def verify_entry(entry: dict, models_dir: str | Path, *, check_hash: bool = True
 def verify_manifest(manifest: dict, models_dir: str | Path, *, check_hash: bool = True) -> list[Check]:
     """Verify every entry of a validated manifest."""
     return [verify_entry(e, models_dir, check_hash=check_hash) for e in manifest["models"]]
-
-
-def default_models_dir() -> Path:
-    """``ComfyUI/models`` when the pack sits in ``ComfyUI/custom_nodes/<pack>``."""
-    return PACK_DIR.parent.parent / "models"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.manifest", description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", default=str(MANIFEST_PATH))
-    parser.add_argument("--models-dir", default=str(default_models_dir()))
-    parser.add_argument("--present-only", action="store_true", help="do not report missing files")
-    parser.add_argument("--no-hash", action="store_true", help="skip sha256 (size and header only)")
-    args = parser.parse_args(argv)
-    try:
-        manifest = load_manifest(args.manifest)
-    except ValueError as err:
-        print(err, file=sys.stderr)
-        return 2
-    checks = verify_manifest(manifest, args.models_dir, check_hash=not args.no_hash)
-    if args.present_only:
-        checks = [c for c in checks if c.status != "missing"]
-    for check in checks:
-        print(check.line())
-    bad = sum(not c.ok for c in checks)
-    print(f"{len(checks)} checked, {bad} problem(s); models dir: {args.models_dir}")
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

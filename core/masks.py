@@ -1,7 +1,7 @@
 """Mask handling shared by every node: shape/batch rules, resizing to latents, grow/shrink/feather.
 
 Convention everywhere: ``m = 1`` marks the hole (regenerate), ``m = 0`` the known region (keep),
-soft values in between (comfyui-api.md §3; methods.md §0.3).
+soft values in between (comfyui-api.md §3; docs/methods.md §0.3).
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def encode_crop_box(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[i
     return (sh % factor) // 2, (sw % factor) // 2, dh * factor, dw * factor
 
 
-def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mask", target: str = "image") -> torch.Tensor:
+def fit_mask(mask_b1hw: torch.Tensor, size_hw: tuple[int, int], name: str = "mask",
+             target: str = "image") -> torch.Tensor:
     """Resize a (B,1,H,W) mask to ``size_hw`` bilinearly (soft edges kept), validating the aspect ratio.
 
     Constant masks (all 0, all 1, …) fit any size.

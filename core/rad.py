@@ -1,11 +1,11 @@
 """RAD (Kim et al., CVPR 2025): per-pixel noise levels, in latent space for few-step models.
 
-Paper (methods.md §3.1–3.5): a two-phase element-wise schedule where each pixel's cumulative ā
+Paper (docs/methods.md §3.1–3.5): a two-phase element-wise schedule where each pixel's cumulative ā
 follows from a soft mask; a per-pixel fractional timestep τ from its noise level; a spatial time
 embedding (the UNet's time MLP and every ResBlock's time projection applied per pixel, which equals
 the pretrained model for a uniform map); an element-wise posterior step.
 
-Our latent, few-step adaptation (methods.md §3.6, our design): per-pixel
+Our latent, few-step adaptation (docs/methods.md §3.6, our design): per-pixel
 ā_{k,i} = ᾱ_{t_k}^{g(m_i)} with g(m) = log(1 − ν·m)/log(1 − ν) and ν = 1 − ᾱ_{T−1}, on the base
 model's own schedule and its few-step grid (999, 749, 499, 249). g(1) = 1 (the hole follows the
 schedule), g(0) = 0 (known pixels are clean: ā = 1, σ = 0), soft masks give per-pixel strength.
@@ -28,7 +28,7 @@ from .schedules import timestep_from_sigma
 
 def two_phase_alphas(t1: int = 1000, t2: int = 1000, beta_start: float = 1e-4,
                      beta_end: float = 0.02) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(ᾱ of phase 1, ᾱ′ of phase 2, ν = 1 − ᾱ_{T1−1}) for the linear-β phases of RAD §3.1."""
+    """(ᾱ of phase 1, ᾱ′ of phase 2, ν = 1 − ᾱ_{T1−1}) for the linear-β phases of RAD (docs/methods.md §3.1)."""
     phase1 = torch.cumprod(1 - torch.linspace(beta_start, beta_end, t1, dtype=torch.float64), 0)
     phase2 = torch.cumprod(1 - torch.linspace(beta_start, beta_end, t2, dtype=torch.float64), 0)
     return phase1, phase2, float(1 - phase1[-1])
@@ -52,7 +52,7 @@ def abar_phase2(alpha_cumprod_phase2_t: float, mask: torch.Tensor, nu: float) ->
 
 
 def timestep_map(abar: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """Per-pixel fractional timestep τ of a noise level on the base schedule (RAD §3.2; σ = 0 → τ = 0)."""
+    """Per-pixel fractional timestep τ of a noise level on the base schedule (docs/methods.md §3.2; σ = 0 → τ = 0)."""
     sigma = ((1 - abar) / abar).clamp_min(0).sqrt()
     table = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
     return timestep_map_from_sigma(sigma, table)
@@ -67,7 +67,7 @@ def timestep_map_from_sigma(sigma_map: torch.Tensor, sigma_table: torch.Tensor) 
 
 def posterior_step(x_t: torch.Tensor, x0: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
                    noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Element-wise DDPM posterior sample (RAD §3.5, fixed-small variance); β_cur = 0 pixels do not move."""
+    """Element-wise DDPM posterior sample (docs/methods.md §3.5, fixed-small variance); β_cur = 0 pixels do not move."""
     alpha = abar_t / abar_prev
     beta = 1 - alpha
     denom = (1 - abar_t).clamp_min(1e-12)
@@ -149,7 +149,7 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 
 
 def spatial_time_embedding(tmap: torch.Tensor, dim: int, mlp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Time MLP applied per pixel to a (B,1,h,w) timestep map → channels-last (B,h,w,E) (RAD §3.3).
+    """Time MLP applied per pixel to a (B,1,h,w) timestep map → channels-last (B,h,w,E) (docs/methods.md §3.3).
 
     The MLP runs once per distinct timestep (a binary mask has two), then the result is looked up per pixel with
     ``F.embedding``, whose CPU backward is deterministic (``emb[inverse]``'s is not with several threads, so the same

@@ -1,4 +1,4 @@
-"""Random training holes: brush strokes, shapes (methods.md §0.5 proposal) and Perlin masks (RAD).
+"""Random training holes: brush strokes, shapes (docs/methods.md §0.5) and Perlin masks (RAD).
 
 Every generator takes an explicit ``torch.Generator`` so training data is reproducible per step.
 Masks are float (1,H,W) or (B,1,H,W) with 1 = hole.
@@ -108,7 +108,8 @@ def perlin_noise(h: int, w: int, res: int, generator: torch.Generator) -> torch.
     return math.sqrt(2) * torch.lerp(top, bottom, uy)
 
 
-def perlin_mask(h: int, w: int, generator: torch.Generator, *, fraction: tuple[float, float] = (0.1, 0.9)) -> torch.Tensor:
+def perlin_mask(h: int, w: int, generator: torch.Generator, *,
+                fraction: tuple[float, float] = (0.1, 0.9)) -> torch.Tensor:
     """RAD-style Perlin hole (Kim et al. 2025, §4.2): random cell size, the lowest-valued pixels are masked.
 
     The masked fraction is drawn from U(fraction); exactly round(fraction·H·W) pixels are holes.

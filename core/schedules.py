@@ -1,6 +1,8 @@
 """Discrete DDPM schedules and the few-step timestep lists distilled models were trained on."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -17,6 +19,26 @@ def scaled_linear_alphas_cumprod(
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """VE noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) of each discrete timestep (Karras et al. 2022, Eq. 4)."""
     return ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+def _per_sample(alphas_cumprod_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t of each sample (B,) shaped to broadcast over ``like`` (B, C, …), in its dtype and device."""
+    return alphas_cumprod_t.reshape(-1, *([1] * (like.ndim - 1))).to(like)
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
+    """The VP forward process x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (Ho et al. 2020, Eq. 4), one ᾱ_t per sample (B,)."""
+    a = _per_sample(alphas_cumprod_t, x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alphas_cumprod_t: torch.Tensor | float) -> torch.Tensor:
+    """x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t (Ho et al. 2020, Eq. 15; DMD2 ``get_x0_from_noise``); ᾱ_t a float or one per
+    sample (B,)."""
+    if not torch.is_tensor(alphas_cumprod_t):
+        return (x_t - math.sqrt(1.0 - alphas_cumprod_t) * eps) / math.sqrt(alphas_cumprod_t)
+    a = _per_sample(alphas_cumprod_t, x_t)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def trailing_timesteps(steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:

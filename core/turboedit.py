@@ -3,7 +3,7 @@
 The few-step sampler (DMD2/LCM loop, VE form): x̂0_k = G(x_k, σ_k); x_{k+1} = x̂0_k + σ_{k+1}·ε_{k+1};
 the output is the last x̂0. An *inversion* is the set of noises {ε_k} (plus a residual δ added to
 the output) that makes this loop reproduce a given latent; an *edit* replays the same noises with
-another prompt, keeping x̂0 equal to the source trajectory outside a mask (methods.md §4).
+another prompt, keeping x̂0 equal to the source trajectory outside a mask (docs/methods.md §4).
 
 Two ways to get the noises:
 - ``exact`` (edit-friendly, Huberman-Spiegelglas et al. 2024): fix states x_k = z + σ_k·ñ_k with
@@ -183,7 +183,8 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
-def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def reparameterise(mean: torch.Tensor, logvar: torch.Tensor,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """ε = μ + exp(½ log σ²)·n, n ~ N(0, I) (the encoder's sampled noise)."""
     n = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean)
     return mean + torch.exp(0.5 * logvar) * n

@@ -1,6 +1,6 @@
 """TurboFill adapter (Xie et al., CVPR 2025): a BrushNet-style branch for a frozen few-step UNet.
 
-Design (methods.md §2.1, adapted to ComfyUI's residual interface):
+Design (docs/methods.md §2.1, adapted to ComfyUI's residual interface):
 - input: cat[x (the UNet's scaled input), masked-image latent (model space), hole mask] = 2C + 1
   channels. **Mask polarity: 1 = hole** (the pack's convention; BrushNet's channel is the opposite);
 - body: the UNet's encoder and middle block *without attention* (ResNet blocks, downsamplers, time
@@ -8,8 +8,9 @@ Design (methods.md §2.1, adapted to ComfyUI's residual interface):
   the latent and the masked latent, zero for the mask channel;
 - outputs: zero-initialised 1×1 convs after every encoder layer (added to the UNet's hidden state,
   ComfyUI ``input`` control), after the middle block (``middle``), and a second set on the encoder
-  features added to the decoder's skip inputs (``output``) — so every encoder, middle and decoder
-  layer receives a residual; all are scaled by the apply node's strength.
+  features added to the decoder's skip inputs (``output``): the decoder's own layers get the masked image
+  only through the skips they read (BrushNet also adds after each decoder layer; ComfyUI's control
+  interface has no such hook). All are scaled by the apply node's strength.
 With zero convs at zero the UNet's output is unchanged.
 """
 from __future__ import annotations
@@ -121,7 +122,8 @@ class TurboFillAdapter(nn.Module):
 
     def features(self, x, hint, timesteps, y=None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Encoder features (one per ComfyUI input block) and the middle feature."""
-        emb = self.time_embedding(sinusoidal_embedding(timesteps.flatten(), self.config.block_out_channels[0]).to(x.dtype))
+        emb = self.time_embedding(sinusoidal_embedding(timesteps.flatten(),
+                                                       self.config.block_out_channels[0]).to(x.dtype))
         if self.add_embedding is not None:
             if y is None:
                 raise ValueError("TurboFill adapter: an SDXL adapter needs the pooled text/size conditioning (y)")
@@ -153,10 +155,10 @@ class TurboFillAdapter(nn.Module):
 
 
 class FillDiscriminator(nn.Module):
-    """TurboFill's diffusion discriminator (Xie et al. 2025; methods.md §2.3, wiring ours): a trainable encoder fed the noisy latent together with
-    the adapter's inputs (masked latent, hole mask) — the auxiliary encoder is folded into its first
-    conv — a conv classifier on the middle feature (real/fake logit) and an auxiliary decoder that
-    predicts the noise (trained with the fake diffusion loss)."""
+    """TurboFill's diffusion discriminator (Xie et al. 2025; docs/methods.md §2.2, wiring ours): a trainable
+    encoder fed the noisy latent together with the adapter's inputs (masked latent, hole mask) — the auxiliary
+    encoder is folded into its first conv — a conv classifier on the middle feature (real/fake logit) and an
+    auxiliary decoder that predicts the noise (trained with the fake diffusion loss)."""
 
     def __init__(self, config: AdapterConfig, width: int = 64):
         super().__init__()
@@ -189,14 +191,16 @@ def config_from_unet(unet_config: dict) -> AdapterConfig:
         if len(set(layers)) != 1:
             raise ValueError(f"TurboFill adapter: per-block layers_per_block {layers} is not supported")
         layers = layers[0]
-    adm = unet_config.get("projection_class_embeddings_input_dim") if unet_config.get("addition_embed_type") == "text_time" else None
-    return AdapterConfig(in_channels=unet_config.get("in_channels", 4), block_out_channels=blocks, layers_per_block=layers,
-                         norm_num_groups=unet_config.get("norm_num_groups", 32), norm_eps=unet_config.get("norm_eps", 1e-5),
-                         adm_in_channels=adm)
+    adm = (unet_config.get("projection_class_embeddings_input_dim")
+           if unet_config.get("addition_embed_type") == "text_time" else None)
+    return AdapterConfig(in_channels=unet_config.get("in_channels", 4), block_out_channels=blocks,
+                         layers_per_block=layers, norm_num_groups=unet_config.get("norm_num_groups", 32),
+                         norm_eps=unet_config.get("norm_eps", 1e-5), adm_in_channels=adm)
 
 
 def unet_key_map(config: AdapterConfig) -> dict[str, str]:
-    """Adapter parameter prefix → diffusers UNet prefix for every module initialised from the UNet (§2.1 from_unet)."""
+    """Adapter parameter prefix → diffusers UNet prefix for every module initialised from the UNet
+    (BrushNet's from_unet, docs/methods.md §2.1)."""
     keys = {"time_embedding.": "time_embedding.", "mid_resnets.0.": "mid_block.resnets.0.",
             "mid_resnets.1.": "mid_block.resnets.1."}
     if config.adm_in_channels:
@@ -244,7 +248,8 @@ def adapter_from_unet(unet_config: dict, unet_state: dict[str, torch.Tensor]) ->
 
 
 def masked_image(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """The adapter's background image: pixels in [0, 1] with the hole set to black (image·(1−m), §2.3)."""
+    """The adapter's background image: pixels in [0, 1] with the hole set to black, image·(1−m)
+    (docs/methods.md §2.1)."""
     return image * (1.0 - hole)
 
 

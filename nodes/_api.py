@@ -8,6 +8,25 @@ from comfy_api.latest import ComfyExtension, io, ui
 CATEGORY = "FewStep"
 CATEGORY_SAMPLING = f"{CATEGORY}/sampling"
 CATEGORY_INPAINT = f"{CATEGORY}/inpaint"
+CATEGORY_EDIT = f"{CATEGORY}/edit"
+CATEGORY_MASKS = f"{CATEGORY}/masks"
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed widgets are unsigned 64-bit
+
+# Option enums, shared by the schema (Combo options) and the runtime that checks them.
+HOLE_INITS = ("source", "noise")  # FewStep Blended Sampler
+KNOWN_NOISES = ("fresh", "start")  # FewStep Blended Sampler
+SPACINGS = ("trailing", "lcm")  # FewStep Schedule
+INVERSION_METHODS = ("exact", "encoder")  # Iterative Inverter
+LOCAL_MASKS = ("auto", "off")  # Edit Sampler
+NO_LORA = "none"  # Region-Aware Sampler without a RAD LoRA
+
+
+def check_option(name: str, value: str, options: tuple) -> str:
+    """A Combo value the runtime got (from a graph or a script) must be one of the schema's options."""
+    if value not in options:
+        raise ValueError(f"{name}: {value!r} is not one of {list(options)}")
+    return value
 
 
 def weight_files(kind: str) -> list[str]:
@@ -41,5 +60,6 @@ def finite_floats(execute):
     return checked
 
 
-__all__ = ["ComfyExtension", "io", "ui", "CATEGORY", "CATEGORY_SAMPLING", "CATEGORY_INPAINT", "weight_files",
-           "finite_floats"]
+__all__ = ["ComfyExtension", "io", "ui", "CATEGORY", "CATEGORY_SAMPLING", "CATEGORY_INPAINT", "CATEGORY_EDIT",
+           "CATEGORY_MASKS", "SEED_MAX", "HOLE_INITS", "KNOWN_NOISES", "SPACINGS", "INVERSION_METHODS", "LOCAL_MASKS",
+           "NO_LORA", "check_option", "weight_files", "finite_floats"]

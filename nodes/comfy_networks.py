@@ -15,10 +15,9 @@ import comfy.utils
 import torch
 
 from ..core.masks import match_batch
-from ..core.weights import WeightFileError
+from ..core.weights import MODEL_FAMILIES, WeightFileError
 
 FAMILY_CONFIGS = (("sdxl", supported.SDXL), ("sd21", supported.SD20), ("sd15", supported.SD15))
-KNOWN_FAMILIES = ("sd15", "sd21", "sdxl")
 
 
 def model_family(model) -> str:
@@ -42,6 +41,23 @@ def to_ldm_keys(state_dict: dict, unet_config: dict, key_format: str) -> dict:
             "it was trained for another architecture"
         )
     return {mapping[k]: v for k, v in state_dict.items()}
+
+
+def expected_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()``, with a shape-and-dtype placeholder (a meta tensor) for every weight that is not
+    there yet: newer ComfyUI (dynamic VRAM, 0.38) builds its ``Linear`` layers with ``weight = None`` until the
+    state dict is loaded; 0.3.64 builds them all, and then this is the state dict."""
+    state = dict(module.state_dict())
+    for name, sub in module.named_modules():
+        if getattr(sub, "weight", False) is not None or not hasattr(sub, "in_features"):
+            continue
+        prefix = f"{name}." if name else ""
+        dtype = getattr(sub, "weight_comfy_model_dtype", None) or torch.float32
+        state[prefix + "weight"] = torch.empty((sub.out_features, sub.in_features), dtype=dtype, device="meta")
+        if getattr(sub, "bias", None) is None and getattr(sub, "comfy_need_lazy_init_bias", False):
+            bias_dtype = getattr(sub, "bias_comfy_model_dtype", None) or dtype
+            state[prefix + "bias"] = torch.empty((sub.out_features,), dtype=bias_dtype, device="meta")
+    return state
 
 
 def shape_problems(expected: dict, given: dict) -> list[str]:
@@ -91,7 +107,7 @@ def build_unet_network(model, state_dict: dict, metadata: dict, name: str, kind:
     if metadata.get("kind", kind) != kind:
         raise WeightFileError(f"{name}: is a '{metadata['kind']}' weight, not a {kind} network")
     family, trained = model_family(model), metadata.get("base_family")
-    if trained in KNOWN_FAMILIES and trained != family:
+    if trained in MODEL_FAMILIES and trained != family:
         raise WeightFileError(f"{name}: was trained for a {trained} base but the MODEL is {family}; "
                               "load the network trained for this model family")
     config = copy.copy(model.model.model_config)
@@ -102,7 +118,7 @@ def build_unet_network(model, state_dict: dict, metadata: dict, name: str, kind:
         config.unet_config["out_channels"] = channels_out
     ldm = to_ldm_keys(state_dict, config.unet_config, metadata.get("key_format", "diffusers"))
     net = config.get_model(ldm, "", device=mm.unet_offload_device())
-    expected = net.diffusion_model.state_dict()
+    expected = expected_state(net.diffusion_model)
     problems = shape_problems(expected, ldm)
     if problems:
         raise WeightFileError(f"{name}: does not match the MODEL's UNet ({'; '.join(problems)}); "

@@ -14,11 +14,28 @@ from __future__ import annotations
 import comfy.model_patcher
 import comfy.model_sampling
 import comfy.patcher_extension as ext
+import comfy.sample
 import comfy.samplers
+import comfy.sd
+import comfy.utils
+import latent_preview
 import torch
-from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, VideoResBlock, apply_control, forward_timestep_embed
+from comfy.ldm.modules.diffusionmodules.openaimodel import (
+    ResBlock,
+    VideoResBlock,
+    apply_control,
+    forward_timestep_embed,
+)
 
-from ..core.rad import sample_region_aware, spatial_time_embedding, time_term, timestep_map_from_sigma
+from ..core.masks import check_finite, mask_for_latent
+from ..core.rad import sample_region_aware, sigma_maps, spatial_time_embedding, time_term, timestep_map_from_sigma
+from ..core.schedules import fewstep_sigmas
+from ..core.weights import MODEL_FAMILIES
+from ._api import NO_LORA
+from .comfy_networks import model_family
+from .comfy_sampler import k_diffusion_callback
+from .paths import input_named, load_weight_file
+from .schedule import discrete_sigma_table, schedule_timesteps
 
 SIGMA_MAP = "fewstep_rad_sigma_map"
 TIME_MAP = "fewstep_rad_time_map"
@@ -43,7 +60,8 @@ def check_model(model) -> None:
                          f"Turbo/Lightning/DMD2/LCM variants); this is {prediction_kind(sampling)}")
     unet = model.get_model_object("diffusion_model")
     if type(unet).__name__ != "UNetModel":
-        raise ValueError(f"model: the Region-Aware Sampler needs a UNet model (SD1.x/SD2.x/SDXL), got {type(unet).__name__}")
+        raise ValueError(f"model: the Region-Aware Sampler needs a UNet model (SD1.x/SD2.x/SDXL), "
+                         f"got {type(unet).__name__}")
 
 
 def patch(model):
@@ -59,8 +77,9 @@ def _tile(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t if t.shape[0] == batch else t.repeat(batch // t.shape[0], *([1] * (t.ndim - 1)))
 
 
-def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
                         **kwargs):
+    transformer_options = {} if transformer_options is None else transformer_options
     smap = transformer_options.get(SIGMA_MAP)
     if smap is None:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
@@ -77,12 +96,13 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
 
 
 def diffusion_model_wrapper(executor, x, timesteps=None, context=None, y=None, control=None,
-                            transformer_options={}, **kwargs):
+                            transformer_options=None, **kwargs):
+    transformer_options = {} if transformer_options is None else transformer_options
     tmap = transformer_options.get(TIME_MAP)
     if tmap is None:
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
     return spatial_forward(executor.class_obj, x, _tile(tmap, x.shape[0]), context, y, control,
-                           transformer_options, **kwargs)
+                           transformer_options, timesteps=timesteps, **kwargs)
 
 
 def resblock_spatial(block: ResBlock, x: torch.Tensor, emb_map: torch.Tensor) -> torch.Tensor:
@@ -105,8 +125,11 @@ def _run_layers(seq, h, emb_map, context, transformer_options, output_shape=None
     return h
 
 
-def spatial_forward(unet, x, tmap, context=None, y=None, control=None, transformer_options={}, **kwargs):
-    """UNetModel forward with per-pixel timesteps (the order of ComfyUI's ``UNetModel._forward``)."""
+def spatial_forward(unet, x, tmap, context=None, y=None, control=None, transformer_options=None, timesteps=None,
+                    **kwargs):
+    """UNetModel forward with per-pixel timesteps (the order of ComfyUI's ``UNetModel._forward``, with the patch
+    points of newer builds: ``middle_block_after_patch``, and output patches that may drop the skip)."""
+    transformer_options = {} if transformer_options is None else transformer_options
     transformer_options["original_shape"] = list(x.shape)
     transformer_options["transformer_index"] = 0
     patches = transformer_options.get("patches", {})
@@ -128,12 +151,16 @@ def spatial_forward(unet, x, tmap, context=None, y=None, control=None, transform
     if unet.middle_block is not None:
         h = _run_layers(unet.middle_block, h, emb, context, transformer_options)
     h = apply_control(h, control, "middle")
+    for p in patches.get("middle_block_after_patch", []):  # ComfyUI ≥ 0.3.7x; the embedding here is per pixel
+        h = p({"h": h, "x": x, "emb": emb, "context": context, "y": y, "timesteps": timesteps,
+               "transformer_options": transformer_options})["h"]
     for i, module in enumerate(unet.output_blocks):
         transformer_options["block"] = ("output", i)
         hsp = apply_control(hs.pop(), control, "output")
         for p in patches.get("output_block_patch", []):
             h, hsp = p(h, hsp, transformer_options)
-        h = torch.cat([h, hsp], dim=1)
+        if hsp is not None:  # a newer output patch (e.g. SUPIR's) may consume the skip
+            h = torch.cat([h, hsp], dim=1)
         output_shape = hs[-1].shape if hs else None
         h = _run_layers(module, h, emb, context, transformer_options, output_shape)
     return unet.out(h.type(x.dtype))
@@ -160,10 +187,44 @@ class RegionAwareSampler(comfy.samplers.Sampler):
             sigma_s = _tile(smap, x.shape[0]).flatten(1).amax(1)
             return model_wrap(x, sigma_s, model_options=options, seed=extra_args.get("seed"))
 
-        k_callback = None
-        if callback is not None:
-            total = len(sigmas) - 1
-            k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], total)  # noqa: E731
         maps = [_tile(m.to(latent_image), latent_image.shape[0]) for m in self.maps]
-        return sample_region_aware(model, latent_image, sigmas, {}, k_callback, disable_pbar, source=latent_image,
-                                   maps=maps, noise_sampler=noise_sampler)
+        return sample_region_aware(model, latent_image, sigmas, {}, k_diffusion_callback(callback, sigmas),
+                                   disable_pbar, source=latent_image, maps=maps, noise_sampler=noise_sampler)
+
+
+def region_aware_sample(model, positive, latent: dict, steps: int, seed: int, cfg: float, rad_lora: str,
+                        lora_strength: float, mask=None, negative=None) -> dict:
+    """What the Region-Aware Sampler node runs: patch the MODEL (and apply a RAD LoRA), per-pixel σ maps on the
+    trailing grid, ComfyUI's ``sample_custom`` with the RAD SAMPLER; known latent pixels come back bit-identical."""
+    samples = latent["samples"]
+    check_finite(samples, "latent")
+    hole = mask if mask is not None else latent.get("noise_mask")
+    if hole is None:
+        raise ValueError("Region-Aware Sampler: connect mask, or give the latent a noise_mask (Set Latent Noise Mask)")
+    m = mask_for_latent(hole, samples.shape, "mask")
+    patched = patch(model)
+    if rad_lora != NO_LORA:
+        patched = apply_rad_lora(patched, rad_lora, lora_strength)
+    table = discrete_sigma_table(patched)
+    timesteps = schedule_timesteps(steps, "trailing", "", table.shape[0])
+    alphas = 1.0 / (1.0 + table.double() ** 2)
+    maps = sigma_maps(alphas, timesteps, m)
+    sigmas = fewstep_sigmas(timesteps, table)
+    callback = latent_preview.prepare_callback(patched, steps)
+    out = comfy.sample.sample_custom(patched, torch.zeros_like(samples), cfg, RegionAwareSampler(maps, seed), sigmas,
+                                     positive, negative if negative is not None else positive, samples,
+                                     callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    keep = (m == 0).expand_as(samples)
+    out = torch.where(keep, samples, out.to(samples))  # undo float rounding of ComfyUI's latent scaling only
+    return {**latent, "samples": out}
+
+
+def apply_rad_lora(model, name: str, strength: float):
+    """Load a RAD weight file (kohya LoRA + time-layer diffs) through ComfyUI's LoRA machinery."""
+    with input_named("rad_lora"):
+        state_dict, metadata = load_weight_file("rad", name)
+    trained, family = metadata.get("base_family"), model_family(model)
+    if trained in MODEL_FAMILIES and trained != family:
+        raise ValueError(f"rad_lora: {name} was trained for a {trained} base but the MODEL is {family}")
+    patched, _ = comfy.sd.load_lora_for_models(model, None, state_dict, strength, 0)
+    return patched

@@ -7,9 +7,7 @@ import torch
 from ..core.blend import clear_hole
 from ..core.masks import check_finite
 from ..core.samplers import sample_fewstep_blended
-
-HOLE_INITS = ("source", "noise")
-KNOWN_NOISES = ("fresh", "start")
+from ._api import HOLE_INITS, KNOWN_NOISES, check_option
 
 
 def mask_function(model_wrap, model_options: dict):
@@ -20,15 +18,21 @@ def mask_function(model_wrap, model_options: dict):
     return lambda sigma, mask, sigmas: fn(sigma, mask, extra_options={"model": model_wrap, "sigmas": sigmas})
 
 
+def k_diffusion_callback(callback, sigmas):
+    """Adapt ComfyUI's sampler callback ``(step, x0, x, total_steps)`` (previews, progress) to the k-diffusion
+    callback of core's samplers (a dict with ``i``, ``denoised``, ``x``); None stays None."""
+    if callback is None:
+        return None
+    total = len(sigmas) - 1
+    return lambda d: callback(d["i"], d["denoised"], d["x"], total)
+
+
 class FewStepBlendedKSampler(comfy.samplers.Sampler):
     """Owns the inpaint blend: consumes ``denoise_mask`` itself so KSamplerX0Inpaint never blends too."""
 
     def __init__(self, hole_init: str = "source", known_noise: str = "fresh"):
-        if hole_init not in HOLE_INITS:
-            raise ValueError(f"hole_init: {hole_init!r} is not one of {HOLE_INITS}")
-        if known_noise not in KNOWN_NOISES:
-            raise ValueError(f"known_noise: {known_noise!r} is not one of {KNOWN_NOISES}")
-        self.hole_init, self.known_noise = hole_init, known_noise
+        self.hole_init = check_option("hole_init", hole_init, HOLE_INITS)
+        self.known_noise = check_option("known_noise", known_noise, KNOWN_NOISES)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
                denoise_mask=None, disable_pbar=False):
@@ -46,12 +50,8 @@ class FewStepBlendedKSampler(comfy.samplers.Sampler):
         known = None
         if self.known_noise == "start" and denoise_mask is not None and len(sigmas) > 1:
             known = noise  # the start NOISE re-noises the known region, as KSamplerX0Inpaint does with it
-        k_callback = None
-        if callback is not None:
-            total = len(sigmas) - 1
-            k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], total)  # noqa: E731
         samples = sample_fewstep_blended(
-            model_wrap, x, sigmas, extra_args, k_callback, disable_pbar,
+            model_wrap, x, sigmas, extra_args, k_diffusion_callback(callback, sigmas), disable_pbar,
             source=source if denoise_mask is not None else None,
             mask=denoise_mask,
             renoise=lambda sigma, eps, x0: sampling.noise_scaling(sigma, eps, x0),

@@ -19,9 +19,9 @@ from ..core.attention_mask import edit_mask, soften_local_mask, token_attention
 from ..core.masks import check_finite, mask_for_latent
 from ..core.schedules import parse_timesteps
 from ..core.turboedit import Trajectory, encoder_step, invert_exact, invert_with_encoder, sample_replay
+from ._api import INVERSION_METHODS, LOCAL_MASKS, check_option
 from .comfy_networks import UNetNetwork, build_unet_network, first_conditioning, model_family
-
-METHODS = ("exact", "encoder")
+from .comfy_sampler import k_diffusion_callback
 
 
 @dataclass
@@ -33,9 +33,11 @@ class Inversion:
     family: str
     method: str
     latent_shape: tuple
+    patcher_uuid: object = None  # the MODEL's ``clone_base_uuid`` (newer ComfyUI), which survives a model swap
 
-    def check(self, base_model, latent: torch.Tensor, sigmas: torch.Tensor) -> None:
-        if id(base_model) != self.model_id:
+    def check(self, base_model, latent: torch.Tensor, sigmas: torch.Tensor, patcher=None) -> None:
+        same_patcher = self.patcher_uuid is not None and getattr(patcher, "clone_base_uuid", None) == self.patcher_uuid
+        if id(base_model) != self.model_id and not same_patcher:  # newer ComfyUI may rebuild the BaseModel (hooks)
             raise ValueError("inversion: was computed with another MODEL; invert with the model you edit with")
         if tuple(latent.shape) != self.latent_shape:
             raise ValueError(f"inversion: was computed for a latent of shape {self.latent_shape}, the LATENT is "
@@ -87,10 +89,7 @@ class InvertingSampler(comfy.samplers.Sampler):
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        k_callback = None
-        if callback is not None:
-            total = len(sigmas) - 1
-            k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], total)  # noqa: E731
+        k_callback = k_diffusion_callback(callback, sigmas)
         if self.method == "exact":
             generator = torch.Generator(device="cpu").manual_seed(self.seed % 2**64)
             traj = invert_exact(model_wrap, latent_image, sigmas, extra_args, generator=generator,
@@ -105,8 +104,7 @@ class InvertingSampler(comfy.samplers.Sampler):
 def run_inversion(model, latent: torch.Tensor, positive, sigmas: torch.Tensor, method: str, seed: int,
                   encoder: TurboEditEncoder | None) -> tuple[Inversion, torch.Tensor]:
     """(INVERSION, reconstruction LATENT samples) of a raw latent under the source conditioning."""
-    if method not in METHODS:
-        raise ValueError(f"method: {method!r} is not one of {METHODS}")
+    check_option("method", method, INVERSION_METHODS)
     check_finite(latent, "latent")
     encode = None
     if method == "encoder":
@@ -120,15 +118,17 @@ def run_inversion(model, latent: torch.Tensor, positive, sigmas: torch.Tensor, m
     recon = comfy.sample.sample_custom(model, torch.zeros_like(latent), 1.0, sampler, sigmas, positive, positive,
                                        latent, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
                                        seed=seed)
-    inversion = Inversion(sampler.trajectory, id(model.model), model_family(model), method, tuple(latent.shape))
+    inversion = Inversion(sampler.trajectory, id(model.model), model_family(model), method, tuple(latent.shape),
+                          patcher_uuid=getattr(model, "clone_base_uuid", None))
     return inversion, recon
 
 
 class AttentionRecorder:
     """``optimized_attention_override``: records cond-branch cross-attention to the changed tokens."""
 
-    def __init__(self, tokens: list[int]):
+    def __init__(self, tokens: list[int], previous=None):
         self.tokens, self.maps, self.active = tokens, [], True
+        self.previous = previous  # an override already set (e.g. newer ComfyUI's attention-backend node): chained
 
     def __call__(self, func, *args, **kwargs):
         if self.active and len(args) >= 4 and not kwargs.get("skip_reshape", False):
@@ -136,6 +136,8 @@ class AttentionRecorder:
             if q.ndim == 3 and k.ndim == 3 and k.shape[1] != q.shape[1]:
                 rows = self._cond_rows(q.shape[0], kwargs.get("transformer_options") or {})
                 self.maps.append(token_attention(q[rows], k[rows], heads, self.tokens).cpu())
+        if self.previous is not None:
+            return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
 
     @staticmethod
@@ -156,11 +158,12 @@ class EditSampler(comfy.samplers.Sampler):
     def __init__(self, inversion: Inversion, mask=None, tokens=None, local_mask: str = "auto",
                  threshold: float = 0.4, blur: int = -1):
         self.inversion, self.mask, self.tokens = inversion, mask, tokens
-        self.local_mask, self.threshold, self.blur = local_mask, threshold, blur
+        self.local_mask = check_option("local_mask", local_mask, LOCAL_MASKS)
+        self.threshold, self.blur = threshold, blur
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        self.inversion.check(model_wrap.inner_model, latent_image, sigmas)
+        self.inversion.check(model_wrap.inner_model, latent_image, sigmas, getattr(model_wrap, "model_patcher", None))
         mask, mask_at = None, None
         if self.local_mask != "off":
             if self.mask is not None:
@@ -173,17 +176,16 @@ class EditSampler(comfy.samplers.Sampler):
             elif self.tokens:
                 logging.warning("TurboEdit Sampler: the edit only deletes words, so no edited token can place the "
                                 "local mask; editing the whole image (connect a mask to localise a deletion)")
-        k_callback = None
-        if callback is not None:
-            total = len(sigmas) - 1
-            k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], total)  # noqa: E731
+        k_callback = k_diffusion_callback(callback, sigmas)
         return sample_replay(model_wrap, latent_image, sigmas, extra_args, k_callback, disable_pbar,
                              trajectory=self.inversion.trajectory, mask=mask, mask_at=mask_at)
 
     def _attention_mask(self, extra_args: dict, latent: torch.Tensor):
-        recorder = AttentionRecorder(list(self.tokens["target"]))
         options = comfy.model_patcher.create_model_options_clone(extra_args.get("model_options", {}))
-        options.setdefault("transformer_options", {})["optimized_attention_override"] = recorder
+        transformer_options = options.setdefault("transformer_options", {})
+        recorder = AttentionRecorder(list(self.tokens["target"]),
+                                     transformer_options.get("optimized_attention_override"))
+        transformer_options["optimized_attention_override"] = recorder
 
         def mask_at(step: int, x0: torch.Tensor) -> torch.Tensor:
             recorder.active = False

@@ -14,8 +14,8 @@ import torch
 
 from ..core.masks import as_b1hw, check_finite, check_mask_range, fit_mask, match_batch
 from ..core.turbofill import AdapterConfig, TurboFillAdapter, masked_image
-from ..core.weights import WeightFileError
-from .comfy_networks import KNOWN_FAMILIES, model_family, shape_problems
+from ..core.weights import MODEL_FAMILIES, WeightFileError
+from .comfy_networks import model_family, shape_problems
 
 
 def unet_shape(model) -> dict:
@@ -31,7 +31,7 @@ def unet_shape(model) -> dict:
 def check_fit(config: AdapterConfig, model, name: str, trained: str | None) -> None:
     """The adapter must come from this model family and this UNet layout (errors name the file)."""
     family = model_family(model)
-    if trained in KNOWN_FAMILIES and trained != family:
+    if trained in MODEL_FAMILIES and trained != family:
         raise WeightFileError(f"adapter_name: {name} was trained for a {trained} base but the MODEL is {family}; "
                               "load the adapter trained for this model family")
     want = unet_shape(model)
@@ -63,7 +63,8 @@ def build_adapter(model, state_dict: dict, metadata: dict, name: str) -> comfy.c
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         dtype = torch.float32
     adapter = adapter.to(device=mm.unet_offload_device(), dtype=dtype).eval()
-    return comfy.controlnet.ControlNet(adapter, compression_ratio=1, latent_format=model.get_model_object("latent_format"),
+    return comfy.controlnet.ControlNet(adapter, compression_ratio=1,
+                                       latent_format=model.get_model_object("latent_format"),
                                        load_device=mm.get_torch_device(), extra_conds=["y"])
 
 

@@ -19,19 +19,31 @@ class ExactComposite(io.ComfyNode):
                 "the original bit for bit. Optional inward feather and colour match of the filled region."
             ),
             inputs=[
-                io.Image.Input("original", tooltip="The image before inpainting; its unmasked pixels are kept exactly."),
+                io.Image.Input(
+                    "original",
+                    tooltip="The image before inpainting; its unmasked pixels are kept exactly.",
+                ),
                 io.Image.Input(
                     "generated",
-                    tooltip="The decoded result. A VAE-cropped size (sides cut to multiples of 8) is re-aligned automatically.",
+                    tooltip=(
+                        "The decoded result. A VAE-cropped size (sides cut to multiples of 8) is re-aligned "
+                        "automatically."
+                    ),
                 ),
-                io.Mask.Input("mask", tooltip="1 = filled region, 0 = keep. Same aspect ratio as the original (resized if needed)."),
+                io.Mask.Input(
+                    "mask",
+                    tooltip="1 = filled region, 0 = keep. Same aspect ratio as the original (resized if needed).",
+                ),
                 io.Int.Input(
                     "grow", default=0, min=-64, max=64,
                     tooltip="Grow (positive) or shrink (negative) the mask by this many pixels before compositing.",
                 ),
                 io.Int.Input(
                     "feather", default=4, min=0, max=64,
-                    tooltip="Soften the mask edge inwards by this many pixels; pixels outside the mask are never changed.",
+                    tooltip=(
+                        "Soften the mask edge inwards by this many pixels; pixels outside the mask are never "
+                        "changed."
+                    ),
                 ),
                 io.Float.Input(
                     "color_match", default=1.0, min=0.0, max=1.0, step=0.05,

@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 
 from ..core.masks import check_finite
-from ._api import CATEGORY_INPAINT, io, weight_files
+from ._api import CATEGORY_INPAINT, SEED_MAX, io, weight_files
 
 InverFillNet = io.Custom("FEWSTEP_INVERFILL")
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 class InverFillLoader(io.ComfyNode):

@@ -5,9 +5,8 @@ import torch
 
 from ..core.blend import reblend_noise
 from ..core.masks import check_finite, mask_for_latent
-from ._api import CATEGORY_INPAINT, io
+from ._api import CATEGORY_INPAINT, SEED_MAX, io
 
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 class ReBlendNoise:
@@ -68,13 +67,17 @@ class ReBlend(io.ComfyNode):
             category=CATEGORY_INPAINT,
             description=(
                 "InverFill Re-Blend: the hole (mask = 1) gets fresh Gaussian noise, the known region keeps the "
-                "wrapped noise (RandomNoise, or Inverse Noise Init whose exact start it keeps). Soft mask edges keep unit variance."
+                "wrapped noise (RandomNoise, or Inverse Noise Init whose exact start it keeps). Soft mask edges keep "
+                "unit variance."
             ),
             inputs=[
                 io.Noise.Input("noise", tooltip="The NOISE kept outside the hole, e.g. RandomNoise."),
                 io.Mask.Input(
                     "mask",
-                    tooltip="1 = hole to regenerate, 0 = keep. Resized bilinearly to the latent; a batch of 1 applies to every image.",
+                    tooltip=(
+                        "1 = hole to regenerate, 0 = keep. Resized bilinearly to the latent; a batch of 1 applies to "
+                        "every image."
+                    ),
                 ),
                 io.Int.Input(
                     "seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,

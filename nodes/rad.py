@@ -1,13 +1,7 @@
 """Region-Aware Sampler (RAD, Kim et al., CVPR 2025): per-pixel noise levels in a few-step sampler."""
 from __future__ import annotations
 
-import torch
-
-from ..core.masks import check_finite, mask_for_latent
-from ._api import CATEGORY_INPAINT, finite_floats, io, weight_files
-
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
-NO_LORA = "none"
+from ._api import CATEGORY_INPAINT, NO_LORA, SEED_MAX, finite_floats, io, weight_files
 
 
 class RegionAwareSampler(io.ComfyNode):
@@ -38,7 +32,8 @@ class RegionAwareSampler(io.ComfyNode):
                                        "with per-pixel noise levels: it works, but quality needs the LoRA."),
                 io.Float.Input("lora_strength", default=1.0, min=-2.0, max=2.0, step=0.05,
                                tooltip="Strength of the RAD LoRA."),
-                io.Mask.Input("mask", optional=True, tooltip="1 = regenerate; resized to the latent (soft values kept)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="1 = regenerate; resized to the latent (soft values kept)."),
                 io.Conditioning.Input("negative", optional=True, tooltip="Only used when cfg > 1."),
             ],
             outputs=[io.Latent.Output(tooltip="Known latent pixels are bit-identical to the input.")],
@@ -48,49 +43,8 @@ class RegionAwareSampler(io.ComfyNode):
     @finite_floats
     def execute(cls, model, positive, latent, steps: int, seed: int, cfg: float = 1.0, rad_lora: str = NO_LORA,
                 lora_strength: float = 1.0, mask=None, negative=None) -> io.NodeOutput:
-        import comfy.sample
-        import comfy.utils
-        import latent_preview
+        from .comfy_rad import region_aware_sample
 
-        from ..core.rad import sigma_maps
-        from ..core.schedules import fewstep_sigmas
-        from .comfy_rad import RegionAwareSampler as Sampler, patch
-        from .schedule import discrete_sigma_table, schedule_timesteps
+        return io.NodeOutput(region_aware_sample(model, positive, latent, steps, seed, cfg, rad_lora, lora_strength,
+                                                 mask, negative))
 
-        samples = latent["samples"]
-        check_finite(samples, "latent")
-        hole = mask if mask is not None else latent.get("noise_mask")
-        if hole is None:
-            raise ValueError("Region-Aware Sampler: connect mask, or give the latent a noise_mask (Set Latent Noise Mask)")
-        m = mask_for_latent(hole, samples.shape, "mask")
-        patched = patch(model)
-        if rad_lora != NO_LORA:
-            patched = apply_rad_lora(patched, rad_lora, lora_strength)
-        table = discrete_sigma_table(patched)
-        timesteps = schedule_timesteps(steps, "trailing", "", table.shape[0])
-        alphas = 1.0 / (1.0 + table.double() ** 2)
-        maps = sigma_maps(alphas, timesteps, m)
-        sigmas = fewstep_sigmas(timesteps, table)
-        callback = latent_preview.prepare_callback(patched, steps)
-        out = comfy.sample.sample_custom(patched, torch.zeros_like(samples), cfg, Sampler(maps, seed), sigmas, positive,
-                                         negative if negative is not None else positive, samples, callback=callback,
-                                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        keep = (m == 0).expand_as(samples)
-        out = torch.where(keep, samples, out.to(samples))  # undo float rounding of ComfyUI's latent scaling only
-        return io.NodeOutput({**latent, "samples": out})
-
-
-def apply_rad_lora(model, name: str, strength: float):
-    """Load a RAD weight file (kohya LoRA + time-layer diffs) through ComfyUI's LoRA machinery."""
-    import comfy.sd
-
-    from .comfy_networks import model_family
-    from .paths import input_named, load_weight_file
-
-    with input_named("rad_lora"):
-        state_dict, metadata = load_weight_file("rad", name)
-    trained, family = metadata.get("base_family"), model_family(model)
-    if trained in ("sd15", "sd21", "sdxl") and trained != family:
-        raise ValueError(f"rad_lora: {name} was trained for a {trained} base but the MODEL is {family}")
-    patched, _ = comfy.sd.load_lora_for_models(model, None, state_dict, strength, 0)
-    return patched

@@ -1,6 +1,6 @@
 """SAM2 nodes: load a SAM2 / SAM2.1 checkpoint, and turn clicks and boxes into an inpainting MASK.
 
-``sam2`` is optional and imported only when a node runs (core/segment.py). Batch rule of SAM2 Mask:
+``sam2`` is optional and imported only when a node runs (core/segment/). Batch rule of SAM2 Mask:
 each prompt input holds one set (applied to every image of the batch) or a list of sets, exactly one
 per image.
 """
@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from ..core.segment import MULTIMASK
-from ._api import CATEGORY, io
+from ._api import CATEGORY_MASKS, io
 from .paths import sam2_files
 
-CATEGORY_MASKS = f"{CATEGORY}/masks"
 SAM2Model = io.Custom("FEWSTEP_SAM2")
 POINTS_HELP = ('JSON clicks in image pixels: [{"x": 120, "y": 80}, …] (KJNodes Points Editor output, normalize off) '
                'or [[120, 80], …]. One set applies to every image; a list of sets gives one per image.')
@@ -113,7 +112,8 @@ class SAM2Mask(io.ComfyNode):
     @classmethod
     def execute(cls, sam2: SAM2Handle, image: torch.Tensor, positive_points: str, multimask: str = "best",
                 negative_points: str = "[]", boxes: str = "[]") -> io.NodeOutput:
-        from ..core.segment import prompts_from_json, segment
+        from ..core.segment import segment
+        from .sam2_prompts import prompts_from_json
 
         if image.ndim != 4:
             raise ValueError(f"image: expected an IMAGE batch (B,H,W,C), got shape {tuple(image.shape)}")

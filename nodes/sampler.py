@@ -1,10 +1,7 @@
 """FewStep Blended Sampler: a SAMPLER for SamplerCustomAdvanced that owns the inpaint blend."""
 from __future__ import annotations
 
-from ._api import CATEGORY_SAMPLING, io
-
-HOLE_INIT_OPTIONS = ["source", "noise"]
-KNOWN_NOISE_OPTIONS = ["fresh", "start"]
+from ._api import CATEGORY_SAMPLING, HOLE_INITS, KNOWN_NOISES, io
 
 
 class FewStepBlendedSampler(io.ComfyNode):
@@ -21,15 +18,15 @@ class FewStepBlendedSampler(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "hole_init", options=HOLE_INIT_OPTIONS, default="source",
+                    "hole_init", options=list(HOLE_INITS), default="source",
                     tooltip=(
-                        "source: the hole starts as the noised source (like core; keeps a faint trace of what was there). "
-                        "noise: the hole starts from pure noise (better for removing objects). With Inverse Noise Init "
-                        "keep source: its NOISE already makes the hole pure noise."
+                        "source: the hole starts as the noised source (like core; keeps a faint trace of what was "
+                        "there). noise: the hole starts from pure noise (better for removing objects). With Inverse "
+                        "Noise Init keep source: its NOISE already makes the hole pure noise."
                     ),
                 ),
                 io.Combo.Input(
-                    "known_noise", options=KNOWN_NOISE_OPTIONS, default="fresh", optional=True,
+                    "known_noise", options=list(KNOWN_NOISES), default="fresh", optional=True,
                     tooltip=(
                         "Noise used to re-noise the unmasked region before each step. fresh: new noise each step. "
                         "start: the start NOISE every step (z + σ·n, as core samplers do), as InverFill does with "

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 from ..core.schedules import fewstep_sigmas, lcm_timesteps, parse_timesteps, trailing_timesteps
-from ._api import CATEGORY_SAMPLING, io
-
-SPACINGS = ["trailing", "lcm"]
+from ._api import CATEGORY_SAMPLING, SPACINGS, check_option, io
 
 
 def discrete_sigma_table(model):
@@ -24,11 +22,9 @@ def schedule_timesteps(steps: int, spacing: str, timesteps: str, num_train_times
     """The timestep list the node uses: the override string if given, else ``spacing`` at ``steps``."""
     if timesteps.strip():
         return parse_timesteps(timesteps, num_train_timesteps)
-    if spacing == "trailing":
+    if check_option("spacing", spacing, SPACINGS) == "trailing":
         return trailing_timesteps(steps, num_train_timesteps)
-    if spacing == "lcm":
-        return lcm_timesteps(steps, num_train_timesteps=num_train_timesteps)
-    raise ValueError(f"spacing: {spacing!r} is not one of {SPACINGS}")
+    return lcm_timesteps(steps, num_train_timesteps=num_train_timesteps)
 
 
 class FewStepSchedule(io.ComfyNode):
@@ -44,13 +40,16 @@ class FewStepSchedule(io.ComfyNode):
                 "Use with SamplerCustomAdvanced."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The few-step model; its own noise schedule converts timesteps to sigmas."),
+                io.Model.Input(
+                    "model",
+                    tooltip="The few-step model; its own noise schedule converts timesteps to sigmas.",
+                ),
                 io.Int.Input(
                     "steps", default=4, min=1, max=50,
                     tooltip="Number of sampling steps: 1, 2, 4 or 8 are what distilled models were trained for.",
                 ),
                 io.Combo.Input(
-                    "spacing", options=SPACINGS, default="trailing",
+                    "spacing", options=list(SPACINGS), default="trailing",
                     tooltip=(
                         "trailing: DMD2, SDXL-Turbo, SD-Turbo, SDXL-Lightning, Hyper-SD (4 steps: 999/749/499/249; "
                         "2: 999/499; 1: 999). lcm: LCM and LCM-LoRA (4 steps: 999/759/499/259)."

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 
-
 from ..core.caption_edit import apply_edit, changed_token_positions
-from ._api import CATEGORY, finite_floats, io, weight_files
+from ._api import CATEGORY_EDIT, INVERSION_METHODS, LOCAL_MASKS, SEED_MAX, finite_floats, io, weight_files
 
-CATEGORY_EDIT = f"{CATEGORY}/edit"
 Inversion = io.Custom("FEWSTEP_INVERSION")
 EditTokens = io.Custom("FEWSTEP_EDIT_TOKENS")
 Encoder = io.Custom("FEWSTEP_TURBOEDIT")
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 class CaptionEditor(io.ComfyNode):
@@ -110,21 +107,24 @@ class IterativeInverter(io.ComfyNode):
                 io.Model.Input("model", tooltip="The few-step model (the same one edits)."),
                 io.Conditioning.Input("conditioning", tooltip="The source caption (Caption Editor: source)."),
                 io.Int.Input("steps", default=4, min=1, max=50, tooltip="Trajectory length (trailing timesteps)."),
-                io.Combo.Input("method", options=["exact", "encoder"], default="exact",
-                               tooltip="exact: edit-friendly inversion, no weights. encoder: needs a TurboEdit encoder."),
+                io.Combo.Input("method", options=list(INVERSION_METHODS), default="exact",
+                               tooltip="exact: edit-friendly inversion, no weights. "
+                                       "encoder: needs a TurboEdit encoder."),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                              tooltip="Seed of the noised states the exact inversion passes through."),
                 io.Latent.Input("latent", optional=True, tooltip="The image's latent (or give image + vae)."),
                 io.Image.Input("image", optional=True, tooltip="The image to edit (encoded with vae)."),
                 io.Vae.Input("vae", optional=True, tooltip="VAE for image."),
                 Encoder.Input("encoder", optional=True, tooltip="From TurboEdit Encoder Loader (method encoder)."),
-                io.Sigmas.Input("sigmas", optional=True, tooltip="Own schedule instead of steps (e.g. FewStep Schedule)."),
+                io.Sigmas.Input("sigmas", optional=True,
+                                tooltip="Own schedule instead of steps (e.g. FewStep Schedule)."),
             ],
             outputs=[
                 Inversion.Output(display_name="inversion", tooltip="For TurboEdit Edit Sampler."),
                 io.Latent.Output(display_name="reconstruction", tooltip="The image re-generated from the inversion."),
                 io.Sigmas.Output(display_name="sigmas", tooltip="The schedule to give SamplerCustomAdvanced."),
-                io.Latent.Output(display_name="latent", tooltip="The source latent (give it to SamplerCustomAdvanced)."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="The source latent (give it to SamplerCustomAdvanced)."),
             ],
         )
 
@@ -167,7 +167,7 @@ class TurboEditSampler(io.ComfyNode):
                 EditTokens.Input("tokens", optional=True,
                                  tooltip="Changed tokens (Caption Editor): without a mask, their cross-attention "
                                          "gives the local mask."),
-                io.Combo.Input("local_mask", options=["auto", "off"], default="auto",
+                io.Combo.Input("local_mask", options=list(LOCAL_MASKS), default="auto",
                                tooltip="auto: mask input, else the LATENT's noise_mask, else attention to the changed "
                                        "tokens. off: edit the whole image."),
                 io.Float.Input("threshold", default=0.4, min=0.0, max=1.0, step=0.05,

@@ -18,7 +18,8 @@ class TurboFillLoader(io.ComfyNode):
                 "adapter trained for another model family or UNet layout."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The few-step model the adapter was trained on (e.g. DMD2 / SDXL-Turbo)."),
+                io.Model.Input("model",
+                               tooltip="The few-step model the adapter was trained on (e.g. DMD2 / SDXL-Turbo)."),
                 io.Combo.Input("adapter_name", options=weight_files("turbofill"),
                                tooltip="File in models/fewstep/turbofill (made by python -m trainers.turbofill)."),
             ],
@@ -63,7 +64,8 @@ class TurboFillAdapterApply(io.ComfyNode):
                                tooltip="Last part of the schedule where the adapter acts."),
             ],
             outputs=[io.Conditioning.Output(display_name="positive", tooltip="The prompt with the adapter attached."),
-                     io.Conditioning.Output(display_name="negative", tooltip="The negative prompt with the adapter attached.")],
+                     io.Conditioning.Output(display_name="negative",
+                                            tooltip="The negative prompt with the adapter attached.")],
         )
 
     @classmethod

@@ -101,6 +101,32 @@ def pack_nodes(pack):
     return importlib.import_module(f"{PACK_NAME}.nodes.extension")
 
 
+def pack_module(name: str):
+    """A module of the pack imported as ComfyUI imports it (``core.weights``, ``nodes.rad``, …)."""
+    load_pack()
+    return importlib.import_module(f"{PACK_NAME}.{name}")
+
+
+@pytest.fixture(scope="module")
+def sd15(pack):
+    """(MODEL, CLIP, VAE) of the random tiny SD1.5-architecture checkpoint, through ComfyUI's own loader (one
+    load per test module, so no module sees another's patches)."""
+    import comfy.sd
+
+    from .support.comfy_server import tiny_checkpoint
+
+    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
+    return model, clip, vae
+
+
+@pytest.fixture(scope="module")
+def conds(sd15):
+    """CONDITIONING of "a bench" from the tiny checkpoint's CLIP."""
+    clip = sd15[1]
+    return clip.encode_from_tokens_scheduled(clip.tokenize("a bench"))
+
+
 # ---------------------------------------------------------------- trainer fixtures (tiny bases, runs)
 TRAINER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -115,7 +141,8 @@ def run_module(module: str, args: list[str], *, launcher: list[str] | None = Non
     cmd = (launcher or [sys.executable, "-m"]) + [module, *args]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
@@ -129,8 +156,13 @@ def fails_before_loading(monkeypatch, trainer: str, args: list[str], message: st
     def too_late(*a, **k):
         raise AssertionError(f"trainers.{trainer} loaded a model or set up the run before refusing {args}")
 
-    monkeypatch.setattr(module, "load_base_model", too_late)
-    monkeypatch.setattr(module, "make_accelerator", too_late)
+    import trainers.common.base_model as base_model
+    import trainers.common.run as run
+
+    for owner in (module, base_model, run):  # the trainer's own names and the ones trainers.common.loop imports
+        for name in ("load_base_model", "make_accelerator"):
+            if hasattr(owner, name):
+                monkeypatch.setattr(owner, name, too_late)
     with pytest.raises(ValueError, match=message):
         module.main(list(args))
 
@@ -226,9 +258,11 @@ def tiny_rad_run(tiny_bases, image_folder, tmp_path_factory):
     import json
 
     out = tmp_path_factory.mktemp("rad_tiny")
-    proc = run_module("trainers.rad", ["--config", "trainers/configs/rad_tiny.yaml", f"--base_model={tiny_bases['sd15']}",
-                                       f"--images_dir={image_folder}", f"--output_dir={out}"])
-    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]), "weights": out / "rad_tiny.safetensors"}
+    proc = run_module("trainers.rad", ["--config", "trainers/configs/rad_tiny.yaml",
+                                       f"--base_model={tiny_bases['sd15']}", f"--images_dir={image_folder}",
+                                       f"--output_dir={out}"])
+    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
+            "weights": out / "rad_tiny.safetensors"}
 
 
 @pytest.fixture(scope="session")

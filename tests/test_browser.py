@@ -19,8 +19,9 @@ import pytest
 from .conftest import REAL_COMFYUI, REPO
 from .support.comfy_server import ComfyServer, tiny_checkpoint
 
-UI_DIR = REPO / "examples_workflows"
-TEMPLATES = sorted(p.name[: -len(".api.json")] for p in UI_DIR.glob("*.api.json"))
+TEMPLATE_DIR = REPO / "example_workflows"  # UI format, what the template browser opens
+API_DIR = REPO / "examples_workflows"  # their API twins
+TEMPLATES = sorted(p.stem for p in TEMPLATE_DIR.glob("*.json"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 SEED_INPUTS = {"seed", "noise_seed"}
@@ -77,7 +78,7 @@ def place_files_the_templates_name(server: ComfyServer) -> None:
                "FewStepTurboEditLoader": ("encoder_name", "models/extra_turboedit"),
                "FewStepSAM2Loader": ("sam2_name", "models/extra_sam2")}
     for name in TEMPLATES:
-        for node in json.loads((UI_DIR / f"{name}.api.json").read_text()).values():
+        for node in json.loads((API_DIR / f"{name}.api.json").read_text()).values():
             kind = node["class_type"]
             if kind == "LoadImage":
                 from PIL import Image
@@ -150,8 +151,8 @@ def without_seeds(prompt: dict) -> dict:
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_template_opens_cleanly_in_the_front_end(browser, artifacts, template):
     server, driver = browser
-    workflow = json.loads((UI_DIR / f"{template}.json").read_text())
-    twin = json.loads((UI_DIR / f"{template}.api.json").read_text())
+    workflow = json.loads((TEMPLATE_DIR / f"{template}.json").read_text())
+    twin = json.loads((API_DIR / f"{template}.api.json").read_text())
     open_app(driver, server.url)
     seen = driver.execute_async_script(LOAD_AND_READ, workflow)
     driver.save_screenshot(str(artifacts / f"{template}.png"))

@@ -1,40 +1,15 @@
 """Node glue against real ComfyUI objects, in-process (COMFYUI_DIR set and importable; skipped otherwise)."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .conftest import pack_module, requires_comfyui
 from .support.recorders import InputRecorder
 
 pytestmark = requires_comfyui
-
-
-def pack_module(name: str):
-    load_pack()
-    return importlib.import_module(f"{PACK_NAME}.{name}")
-
-
-@pytest.fixture(scope="module")
-def sd15(pack):
-    """(MODEL, CLIP, VAE) of the random tiny SD1.5-architecture checkpoint, through ComfyUI's loader."""
-    import comfy.sd
-
-    from .support.comfy_server import tiny_checkpoint
-
-    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
-    return model, clip, vae
-
-
-@pytest.fixture(scope="module")
-def conds(sd15):
-    _, clip, _ = sd15
-    tokens = clip.tokenize("a bench")
-    return clip.encode_from_tokens_scheduled(tokens)
 
 
 def run_node(node_cls, **inputs):

@@ -1,34 +1,16 @@
 """InverFill nodes against real ComfyUI objects (COMFYUI_DIR importable; skipped otherwise)."""
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .conftest import pack_module, requires_comfyui
 from .support.recorders import InputRecorder
 
 pytestmark = requires_comfyui
-
-
-def pack_module(name: str):
-    load_pack()
-    return importlib.import_module(f"{PACK_NAME}.{name}")
-
-
-@pytest.fixture(scope="module")
-def sd15(pack):
-    import comfy.sd
-
-    from .support.comfy_server import tiny_checkpoint
-
-    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
-    conds = clip.encode_from_tokens_scheduled(clip.tokenize("a bench"))
-    return model, clip, vae, conds
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +46,11 @@ def scene(batch=1):
     return z, mask
 
 
-def test_loader_builds_the_network_and_matches_the_trained_unet(sd15, inverfill_dir, tiny_inverfill_run):
+def test_loader_builds_the_network_and_matches_the_trained_unet(sd15, conds, inverfill_dir, tiny_inverfill_run):
     """ComfyUI's copy of F computes what the trainer's diffusers UNet computes (key map and timestep)."""
     from diffusers import UNet2DConditionModel
 
-    model, _, _, conds = sd15
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     assert net.family == "sd15" and net.masking == "latent"
     sd, _ = pack_module("core.weights").load_weights(tiny_inverfill_run["weights"])
@@ -83,7 +65,8 @@ def test_loader_builds_the_network_and_matches_the_trained_unet(sd15, inverfill_
 
 
 @pytest.mark.parametrize("name, message", [
-    ("tiny_sdxl.safetensors", r"network_name: tiny_sdxl\.safetensors: was trained for a sdxl base but the MODEL is sd15"),
+    ("tiny_sdxl.safetensors", r"network_name: tiny_sdxl\.safetensors: was trained for a sdxl base "
+                              r"but the MODEL is sd15"),
     ("tiny_broken.safetensors", r"network_name: tiny_broken\.safetensors: does not match the MODEL's UNet"),
     ("truncated.safetensors", r"network_name: truncated\.safetensors: .*truncated"),
     ("pickle.safetensors", r"network_name: pickle\.safetensors: not a safetensors file"),
@@ -124,10 +107,10 @@ def expected_start(model, net, conds, z, mask, seed):
 
 
 @pytest.mark.parametrize("sampler_kind", ["fewstep", "core_lcm"])
-def test_sampler_starts_exactly_at_the_reblended_inverted_noise(sd15, inverfill_dir, sampler_kind):
+def test_sampler_starts_exactly_at_the_reblended_inverted_noise(sd15, conds, inverfill_dir, sampler_kind):
     import comfy.samplers
 
-    model, _, _, conds = sd15
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     z, mask = scene()
     noise = pack_module("nodes.inverfill").InverseNoiseInit.execute(
@@ -141,8 +124,8 @@ def test_sampler_starts_exactly_at_the_reblended_inverted_noise(sd15, inverfill_
     torch.testing.assert_close((x / math.sqrt(1 + float(sigmas[0]) ** 2))[hole], target[hole], atol=1e-4, rtol=1e-4)
 
 
-def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, inverfill_dir):
-    model, _, _, conds = sd15
+def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, conds, inverfill_dir):
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     z, mask = scene()
     (sigmas,) = pack_module("nodes.schedule").FewStepSchedule.execute(
@@ -169,7 +152,7 @@ def test_exact_start_with_a_lower_first_sigma_and_through_re_blend(sd15, inverfi
 @pytest.mark.parametrize("sampler_kind", ["core_lcm", "fewstep"])
 @pytest.mark.parametrize("timesteps", ["", "749, 249"], ids=["top_sigma", "lower_first_sigma"])
 def test_every_model_call_sees_the_hole_start_and_the_known_region_renoised_with_the_inverted_noise(
-        sd15, inverfill_dir, sampler_kind, timesteps):
+        sd15, conds, inverfill_dir, sampler_kind, timesteps):
     """SamplerCustomAdvanced + Inverse Noise Init on a LATENT with a noise mask, with core's lcm (KSamplerX0Inpaint
     re-noises the known region with the NOISE before every call) and with FewStep Blended Sampler
     (known_noise = start): the first call's hole is ẑ_T^blend·√(1+σ0²) (VP start ẑ_T^blend), and every call's
@@ -177,7 +160,7 @@ def test_every_model_call_sees_the_hole_start_and_the_known_region_renoised_with
     import comfy.samplers
     from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced
 
-    model, _, _, conds = sd15
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     z, mask = scene()
     steps = 2 if timesteps else 4
@@ -206,12 +189,12 @@ def test_every_model_call_sees_the_hole_start_and_the_known_region_renoised_with
         torch.testing.assert_close(x[known], (z_in + sigma * target)[known], atol=1e-4, rtol=1e-4)
 
 
-def test_re_blend_around_inverse_noise_init_blends_once(sd15, inverfill_dir):
+def test_re_blend_around_inverse_noise_init_blends_once(sd15, conds, inverfill_dir):
     """Re-Blend wrapping Inverse Noise Init with the same soft mask: ẑ_T is blended once against the hole noise
     (weight 1/√2 at m = 0.5), not normalised twice (weight 1/2); inside Re-Blend's mask its seed's noise is used."""
     import comfy.sample
 
-    model, _, _, conds = sd15
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     z, _ = scene()
     soft = torch.zeros(1, 128, 128)
@@ -226,8 +209,8 @@ def test_re_blend_around_inverse_noise_init_blends_once(sd15, inverfill_dir):
     torch.testing.assert_close(outer.raw_noise({"samples": z}), once, atol=1e-5, rtol=1e-5)
 
 
-def test_pixel_network_uses_image_and_vae(sd15, inverfill_dir):
-    model, _, vae, conds = sd15
+def test_pixel_network_uses_image_and_vae(sd15, conds, inverfill_dir):
+    model, _, vae = sd15
     net = load(model, "tiny_pixel.safetensors")
     image = torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(2))
     z, mask = vae.encode(image), scene()[1]
@@ -249,10 +232,10 @@ def test_pixel_network_uses_image_and_vae(sd15, inverfill_dir):
         other.generate_noise({"samples": z})
 
 
-def test_empty_mask_skips_the_network(sd15, inverfill_dir, monkeypatch):
+def test_empty_mask_skips_the_network(sd15, conds, inverfill_dir, monkeypatch):
     import comfy.sample
 
-    model, _, _, conds = sd15
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     monkeypatch.setattr(type(net), "__call__", lambda *a, **k: pytest.fail("network ran on an empty mask"))
     z, _ = scene()
@@ -262,8 +245,8 @@ def test_empty_mask_skips_the_network(sd15, inverfill_dir, monkeypatch):
     assert torch.equal(vp, comfy.sample.prepare_noise(z, 5).float())
 
 
-def test_batch_mismatches_are_named(sd15, inverfill_dir):
-    model, _, _, conds = sd15
+def test_batch_mismatches_are_named(sd15, conds, inverfill_dir):
+    model, _, _ = sd15
     net = load(model, "tiny_latent.safetensors")
     z, mask = scene(batch=2)
     node = pack_module("nodes.inverfill").InverseNoiseInit
@@ -299,7 +282,8 @@ def test_trainer_loads_a_single_file_checkpoint(tiny_bases, tmp_path):
     mapping = comfy.utils.unet_to_diffusers(unet_config)
     single = {f"model.diffusion_model.{mapping[k]}": v
               for k, v in load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")).items()}
-    vae = comfy.diffusers_convert.convert_vae_state_dict(load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")))
+    vae = comfy.diffusers_convert.convert_vae_state_dict(
+        load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")))
     single.update({f"first_stage_model.{k}": v for k, v in vae.items()})
     for k, v in load_file(str(folder / "text_encoder" / "model.safetensors")).items():
         single[f"cond_stage_model.transformer.{k if k.startswith('text_model.') else 'text_model.' + k}"] = v
@@ -316,7 +300,8 @@ def test_trainer_loads_a_single_file_checkpoint(tiny_bases, tmp_path):
 
     proc = run_module("trainers.inverfill", [
         "--config", "trainers/configs/inverfill_tiny.yaml", f"--base_model={path}", f"--single_file_config={folder}",
-        "--max_steps=2", "--eval_every=2", "--preview_every=2", "--checkpoint_every=2", f"--output_dir={tmp_path / 'run'}"])
+        "--max_steps=2", "--eval_every=2", "--preview_every=2", "--checkpoint_every=2",
+        f"--output_dir={tmp_path / 'run'}"])
     assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == 2
 
 

@@ -1,22 +1,15 @@
 """RAD patch and Region-Aware Sampler against real ComfyUI objects (COMFYUI_DIR importable; else skipped)."""
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .conftest import pack_module, requires_comfyui
 
 pytestmark = requires_comfyui
-
-
-def pack_module(name: str):
-    load_pack()
-    return importlib.import_module(f"{PACK_NAME}.{name}")
 
 
 def init_weights(module, seed=0):
@@ -67,24 +60,13 @@ def test_uniform_time_map_equals_the_unpatched_comfyui_unet(arch):
         assert not torch.allclose(rad.spatial_forward(unet, x, varied, ctx, y, None, {}), ref)
 
 
-@pytest.fixture(scope="module")
-def sd15():
-    import comfy.sd
-
-    from .support.comfy_server import tiny_checkpoint
-
-    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
-    return model, clip.encode_from_tokens_scheduled(clip.tokenize("a bench")), vae
-
-
-def test_patched_model_with_a_uniform_sigma_map_equals_the_model(sd15):
+def test_patched_model_with_a_uniform_sigma_map_equals_the_model(sd15, conds):
     """At σ on the model's table (every schedule's σ; the hole's level) the uniform map equals the unpatched model.
     Between table entries the map keeps the fractional timestep (test above) where ComfyUI rounds its global t."""
     import comfy.model_management as mm
 
     rad = pack_module("nodes.comfy_rad")
-    model, conds, _ = sd15
+    model, _, _ = sd15
     patched = rad.patch(model)
     mm.load_models_gpu([patched])
     base = patched.model
@@ -122,7 +104,8 @@ def test_node_and_trainer_give_a_soft_mask_the_same_fractional_timesteps(sd15):
             seen["tmap"] = options[rad.TIME_MAP]
             return x
 
-    rad.apply_model_wrapper(Executor(), torch.zeros(1, 4, 8, 8), torch.tensor([1.0]), transformer_options={rad.SIGMA_MAP: smap})
+    rad.apply_model_wrapper(Executor(), torch.zeros(1, 4, 8, 8), torch.tensor([1.0]),
+                            transformer_options={rad.SIGMA_MAP: smap})
     abar = 1 / (1 + smap.double() ** 2)
     expected = timestep_map(abar, alphas)
     torch.testing.assert_close(seen["tmap"].float(), expected.float(), atol=1e-3, rtol=0)
@@ -143,9 +126,9 @@ def scene():
     return z, mask
 
 
-def test_known_latent_pixels_are_bit_identical(sd15):
+def test_known_latent_pixels_are_bit_identical(sd15, conds):
     """Done-when: known latent pixels equal the input exactly after sampling (no paste-back per step)."""
-    model, conds, _ = sd15
+    model, _, _ = sd15
     z, mask = scene()
     out = run(model, conds, {"samples": z, "noise_mask": mask})
     m = torch.nn.functional.interpolate(mask[:, None], size=(16, 16), mode="bilinear").expand_as(z)
@@ -153,8 +136,8 @@ def test_known_latent_pixels_are_bit_identical(sd15):
     assert torch.isfinite(out).all()
 
 
-def test_soft_empty_and_full_masks(sd15):
-    model, conds, _ = sd15
+def test_soft_empty_and_full_masks(sd15, conds):
+    model, _, _ = sd15
     z, mask = scene()
     soft = run(model, conds, {"samples": z}, mask=mask * 0.4)
     assert torch.isfinite(soft).all() and not torch.equal(soft, z)
@@ -163,16 +146,18 @@ def test_soft_empty_and_full_masks(sd15):
     assert torch.isfinite(full).all() and not torch.allclose(full, z)
 
 
-def test_bad_inputs_are_named(sd15):
-    model, conds, _ = sd15
+def test_bad_inputs_are_named(sd15, conds):
+    model, _, _ = sd15
     z, mask = scene()
     with pytest.raises(ValueError, match="connect mask, or give the latent a noise_mask"):
         run(model, conds, {"samples": z})
-    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image behind the latent \(1:1; a 16×16 latent"):
+    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image behind the latent "
+                                         r"\(1:1; a 16×16 latent"):
         run(model, conds, {"samples": z}, mask=torch.rand(1, 32, 64))
     with pytest.raises(ValueError, match="steps must be an integer in 1..1000"):
         run(model, conds, {"samples": z}, mask=mask, steps=1001)
-    same_aspect = run(model, conds, {"samples": z}, mask=torch.nn.functional.interpolate(mask[:, None], size=(64, 64))[:, 0])
+    same_aspect = run(model, conds, {"samples": z},
+                      mask=torch.nn.functional.interpolate(mask[:, None], size=(64, 64))[:, 0])
     assert same_aspect.shape == z.shape, "a mask of another size with the same aspect is resized"
 
 
@@ -181,12 +166,12 @@ def test_bad_inputs_are_named(sd15):
     ("flow", r"model: the Region-Aware Sampler supports ε-prediction models .*; this is a flow-matching \(CONST\)"),
     ("not_a_unet", "model: the Region-Aware Sampler needs a UNet model .* got Linear"),
 ])
-def test_unsupported_models_are_refused_naming_model(sd15, kind, message):
+def test_unsupported_models_are_refused_naming_model(sd15, conds, kind, message):
     """v-prediction and flow models (patched by core's ModelSamplingDiscrete / ModelSamplingSD3), and a MODEL
     whose diffusion model is not a UNet: README's refusals, raised before anything is sampled."""
     from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete, ModelSamplingSD3
 
-    model, conds, _ = sd15
+    model, _, _ = sd15
     if kind == "v_prediction":
         (model,) = ModelSamplingDiscrete().patch(model, "v_prediction", False)
     elif kind == "flow":
@@ -229,8 +214,8 @@ def test_rad_lora_loads_through_core_loraloader_completely(sd15, rad_files, capl
     assert len(modules) > 10
 
 
-def test_rad_lora_in_our_node(sd15, rad_files):
-    model, conds, _ = sd15
+def test_rad_lora_in_our_node(sd15, conds, rad_files):
+    model, _, _ = sd15
     z, mask = scene()
     latent = {"samples": z, "noise_mask": mask}
     with_lora = run(model, conds, latent, rad_lora="tiny_rad.safetensors")
@@ -239,5 +224,6 @@ def test_rad_lora_in_our_node(sd15, rad_files):
     assert not torch.allclose(with_lora, without) and torch.equal(with_lora[m == 0], z[m == 0])
     with pytest.raises(ValueError, match=r"rad_lora: tiny_rad_sdxl\.safetensors was trained for a sdxl base"):
         run(model, conds, latent, rad_lora="tiny_rad_sdxl.safetensors")
-    with pytest.raises(FileNotFoundError, match=r"rad_lora: rad weight 'absent\.safetensors' was not found in .*rad_models"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"rad_lora: rad weight 'absent\.safetensors' was not found in .*rad_models"):
         run(model, conds, latent, rad_lora="absent.safetensors")

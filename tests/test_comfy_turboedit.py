@@ -1,37 +1,20 @@
 """TurboEdit nodes against real ComfyUI objects (COMFYUI_DIR importable; skipped otherwise)."""
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .conftest import pack_module, requires_comfyui
 
 pytestmark = requires_comfyui
 CAPTION = "a photo of a red car parked on a quiet street"
 
 
-def pack_module(name: str):
-    load_pack()
-    return importlib.import_module(f"{PACK_NAME}.{name}")
-
-
 def node(name: str):
     return getattr(pack_module("nodes.turboedit"), name)
-
-
-@pytest.fixture(scope="module")
-def sd15():
-    import comfy.sd
-
-    from .support.comfy_server import tiny_checkpoint
-
-    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests")
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
-    return model, clip, vae
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +210,8 @@ def encoder_dir(tiny_turboedit_run, tmp_path_factory):
     sd, meta = weights.load_weights(tiny_turboedit_run["weights"])
     weights.save_weights(folder / "tiny_encoder.safetensors", sd, meta)
     weights.save_weights(folder / "tiny_sdxl.safetensors", sd, {**meta, "base_family": "sdxl"})
-    weights.save_weights(folder / "tiny_broken.safetensors", {k: v for k, v in sd.items() if not k.startswith("mid_block")},
-                         meta)
+    weights.save_weights(folder / "tiny_broken.safetensors",
+                         {k: v for k, v in sd.items() if not k.startswith("mid_block")}, meta)
     weights.save_weights(folder / "tiny_inverfill.safetensors", sd, {**meta, "kind": "inverfill"})
     return folder
 
@@ -253,7 +236,8 @@ def test_trained_encoder_loads_and_inverts(sd15, captions, encoder_dir, tiny_tur
 
 
 @pytest.mark.parametrize("name, message", [
-    ("tiny_sdxl.safetensors", r"encoder_name: tiny_sdxl\.safetensors: was trained for a sdxl base but the MODEL is sd15"),
+    ("tiny_sdxl.safetensors", r"encoder_name: tiny_sdxl\.safetensors: was trained for a sdxl base "
+                              r"but the MODEL is sd15"),
     ("tiny_broken.safetensors", r"encoder_name: tiny_broken\.safetensors: does not match the MODEL's UNet"),
     ("tiny_inverfill.safetensors", r"encoder_name: tiny_inverfill\.safetensors: is a 'inverfill' weight"),
     ("absent.safetensors", r"encoder_name: turboedit weight 'absent\.safetensors' was not found in .*turboedit_models"),
@@ -322,7 +306,8 @@ def test_trained_encoder_replays_held_out_images_as_the_trainer_measured_them(
     trained.load_state_dict(trained_sd)
     table = sigmas_from_alphas_cumprod(base.alphas_cumprod).float()
     with torch.no_grad():
-        traj = invert_with_encoder(generator_denoiser(base, torch.float32), encoder_fn(trained, table, cond, torch.float32),
+        traj = invert_with_encoder(generator_denoiser(base, torch.float32),
+                                   encoder_fn(trained, table, cond, torch.float32),
                                    z * base.scaling_factor, fewstep_sigmas(trailing_timesteps(4), table), cond,
                                    disable=True)
     assert rel(recons["tiny_encoder.safetensors"], traj.x0s[-1] / base.scaling_factor) <= 1e-3

@@ -1,32 +1,13 @@
 """TurboFill Loader / Adapter Apply against real ComfyUI objects (COMFYUI_DIR importable; else skipped)."""
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import PACK_NAME, load_pack, requires_comfyui
+from .conftest import pack_module, requires_comfyui
 
 pytestmark = requires_comfyui
-
-
-def pack_module(name: str):
-    load_pack()
-    return importlib.import_module(f"{PACK_NAME}.{name}")
-
-
-@pytest.fixture(scope="module")
-def sd15(pack):
-    """The 1-level tiny SD1.5 checkpoint: the same UNet layout as the trainer's SD1.5-shaped tiny base."""
-    import comfy.sd
-
-    from .support.comfy_server import tiny_checkpoint
-
-    path = tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=1)
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
-    return model, clip.encode_from_tokens_scheduled(clip.tokenize("a bench")), vae
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +53,13 @@ def ksample(model, positive, negative, seed=3):
     import nodes as comfy_nodes
 
     latent = {"samples": torch.zeros(1, 4, 16, 16)}
-    return comfy_nodes.common_ksampler(model, seed, 4, 1.0, "lcm", "sgm_uniform", positive, negative, latent)[0]["samples"]
+    return comfy_nodes.common_ksampler(model, seed, 4, 1.0, "lcm", "sgm_uniform", positive, negative,
+                                       latent)[0]["samples"]
 
 
-def test_zero_initialised_adapter_and_strength_zero_equal_the_base_model(sd15, adapter_dir):
+def test_zero_initialised_adapter_and_strength_zero_equal_the_base_model(sd15, conds, adapter_dir):
     """Done-when: zero convs at zero leave the output unchanged; strength 0 equals the base model (exactly)."""
-    model, conds, vae = sd15
+    model, _, vae = sd15
     image, mask = scene()
     base = ksample(model, conds, conds)
     zero_pos, zero_neg = apply(conds, load(model, "zero_init.safetensors"), vae, image, mask)
@@ -95,7 +77,7 @@ def test_zero_initialised_adapter_and_strength_zero_equal_the_base_model(sd15, a
     assert not torch.allclose(ksample(model, on_pos, on_neg), base), "the trained adapter acts"
 
 
-def test_comfyui_residual_layout_matches_the_trainers_unet_walk(sd15, adapter_dir, tiny_bases):
+def test_comfyui_residual_layout_matches_the_trainers_unet_walk(sd15, conds, adapter_dir, tiny_bases):
     """The trained adapter's control dict gives the same ε̂ in ComfyUI's UNet and in the trainer's walk."""
     import comfy.model_management as mm
     import comfy.utils
@@ -103,7 +85,7 @@ def test_comfyui_residual_layout_matches_the_trainers_unet_walk(sd15, adapter_di
 
     from trainers.common.unet_walk import walk_unet
 
-    model, conds, _ = sd15
+    model, _, _ = sd15
     mm.load_models_gpu([model])
     diffusion = model.model.diffusion_model
     mapping = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
@@ -124,12 +106,12 @@ def test_comfyui_residual_layout_matches_the_trainers_unet_walk(sd15, adapter_di
             torch.testing.assert_close(theirs.float(), ours, atol=2e-4, rtol=2e-4)
 
 
-def test_chains_with_other_controls_and_samplers(sd15, adapter_dir):
+def test_chains_with_other_controls_and_samplers(sd15, conds, adapter_dir):
     """A second adapter chains after the first (like two ControlNets); SamplerCustomAdvanced + FewStep sampler run."""
     import comfy.sample
     import comfy_extras.nodes_custom_sampler as custom
 
-    model, conds, vae = sd15
+    model, _, vae = sd15
     image, mask = scene()
     adapter = load(model, "tiny.safetensors")
     once, _ = apply(conds, adapter, vae, image, mask)
@@ -147,10 +129,12 @@ def test_chains_with_other_controls_and_samplers(sd15, adapter_dir):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("tiny_sdxl.safetensors", r"adapter_name: tiny_sdxl\.safetensors was trained for a sdxl base but the MODEL is sd15"),
+    ("tiny_sdxl.safetensors", r"adapter_name: tiny_sdxl\.safetensors was trained for a sdxl base "
+                              r"but the MODEL is sd15"),
     ("tiny_wide.safetensors", r"adapter_name: tiny_wide\.safetensors does not fit the MODEL's UNet"),
     ("tiny_rad.safetensors", r"adapter_name: tiny_rad\.safetensors: is a 'rad' weight"),
-    ("tiny_partial.safetensors", r"adapter_name: tiny_partial\.safetensors does not match its adapter_config \(\d+ missing"),
+    ("tiny_partial.safetensors", r"adapter_name: tiny_partial\.safetensors does not match its adapter_config "
+                                 r"\(\d+ missing"),
     ("absent.safetensors", r"adapter_name: turbofill weight 'absent\.safetensors' was not found in .*turbofill_models"),
 ])
 def test_loader_refuses_bad_adapters_with_named_errors(sd15, adapter_dir, name, message):
@@ -159,15 +143,16 @@ def test_loader_refuses_bad_adapters_with_named_errors(sd15, adapter_dir, name, 
         load(model, name)
 
 
-def test_apply_errors_and_batches(sd15, adapter_dir):
-    model, conds, vae = sd15
+def test_apply_errors_and_batches(sd15, conds, adapter_dir):
+    model, _, vae = sd15
     adapter = load(model, "tiny.safetensors")
     image, mask = scene(batch=2)
     cm = pack_module("nodes.comfy_turbofill")
     hint, hole = cm.hint_inputs(image, mask[:1])
     assert hint.shape == (2, 3, 128, 128) and hole.shape == (2, 1, 128, 128)
     assert float(hint[:, :, 40, 50].abs().sum()) == 0, "the hole is black in the adapter's image"
-    with pytest.raises(ValueError, match="mask: batch of 3 does not fit the image batch of 2; use a mask batch of 1 or 2"):
+    with pytest.raises(ValueError, match="mask: batch of 3 does not fit the image batch of 2; use a mask batch of "
+                                         "1 or 2"):
         apply(conds, adapter, vae, image, torch.zeros(3, 128, 128))
     with pytest.raises(ValueError, match="mask: batch of 3 does not fit the image batch of 1; give one mask, or repeat "
                                          "the image 3 times"):

@@ -62,7 +62,8 @@ def test_mask_of_other_size_same_aspect_is_resized():
 
 def test_mask_of_other_aspect_is_an_error():
     original, generated = _images(64, 64)
-    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image's 64×64 px \(1:1\); give a mask"):
+    with pytest.raises(ValueError, match=r"mask: 64×32 px \(2:1\) does not match the image's 64×64 px \(1:1\); "
+                                         r"give a mask"):
         exact_composite(original, generated, _hole(32, 64))
 
 

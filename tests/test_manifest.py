@@ -9,12 +9,12 @@ from core.manifest import (
     MANIFEST_PATH,
     SCHEMA_PATH,
     load_manifest,
-    main,
     missing_weight_message,
     schema_errors,
     verify_manifest,
 )
 from core.weights import save_weights, sha256_file
+from tools.verify_weights import main
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 

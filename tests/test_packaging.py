@@ -75,7 +75,7 @@ def torch_load_calls(tree: ast.AST):
 
 def test_no_pickle_loading_anywhere():
     """Only tensors-only ``torch.load(weights_only=True)`` (Meta's SAM2 .pt files); never pickle of objects."""
-    shipped = [REPO / "__init__.py", *(p for d in ("core", "nodes", "trainers", "benchmarks")
+    shipped = [REPO / "__init__.py", *(p for d in ("core", "nodes", "trainers", "benchmarks", "tools")
                                          for p in (REPO / d).rglob("*.py"))]
     for path in shipped:
         text = path.read_text()
@@ -100,7 +100,7 @@ def test_every_readme_section_a_message_points_to_exists():
     headings = {line.lstrip("#").strip().lower() for line in (REPO / "README.md").read_text().splitlines()
                 if line.startswith("#")}
     cited = set()
-    for folder in ("core", "nodes", "trainers", "tests", "benchmarks"):
+    for folder in ("core", "nodes", "trainers", "tests", "benchmarks", "tools"):
         for path in (REPO / folder).rglob("*.py"):
             cited |= set(re.findall(r"README, '?([A-Z][^')\"]+?)'?\)", path.read_text()))
     assert cited, "the pattern finds the references"

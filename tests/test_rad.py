@@ -133,7 +133,8 @@ def test_spatial_time_embedding_backward_is_bit_reproducible_with_threads():
         for _ in range(20):
             table = torch.randn(2, 128, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
             lookup = {0.0: table[0], 999.0: table[1]}
-            out = spatial_time_embedding(tmap, 8, lambda e: torch.stack([lookup[0.0], lookup[999.0]])[: len(e)])
+            out = spatial_time_embedding(tmap, 8,
+                                         lambda e, lookup=lookup: torch.stack([lookup[0.0], lookup[999.0]])[: len(e)])
             (out * grad_out).sum().backward()
             grads.add(table.grad.numpy().tobytes())
         assert len(grads) == 1

@@ -100,7 +100,8 @@ def test_model_folders_are_registered_with_extra_paths_and_safetensors_only(serv
     assert any(Path(p).parts[-2:] == ("fewstep", "inverfill") for p in paths)
     assert str(extra) in paths
     for kind in ("turbofill", "rad", "turboedit"):
-        assert any(Path(p).parts[-2:] == ("fewstep", kind) for p in server.get_json("/internal/folder_paths")[f"fewstep_{kind}"])
+        assert any(Path(p).parts[-2:] == ("fewstep", kind)
+                   for p in server.get_json("/internal/folder_paths")[f"fewstep_{kind}"])
     listed = server.get_json("/models/fewstep_inverfill")
     on_disk = {p.name for folder in paths if Path(folder).is_dir() for p in Path(folder).glob("*.safetensors")}
     assert "mine.safetensors" in listed and set(listed) == on_disk, "every .safetensors file, no .ckpt"
@@ -132,7 +133,8 @@ def weights_for(template: str, server: ComfyServer, request) -> dict:
         return {("6", "adapter_name"): install(server, "extra_turbofill", run["weights"], "tiny_turbofill.safetensors")}
     if template == "instant_edit_encoder":
         run = request.getfixturevalue("tiny_turboedit_run")
-        return {("11", "encoder_name"): install(server, "extra_turboedit", run["weights"], "tiny_turboedit.safetensors")}
+        return {("11", "encoder_name"): install(server, "extra_turboedit", run["weights"],
+                                                "tiny_turboedit.safetensors")}
     if template == "sam2_click_inpaint":
         from .support.tiny_sam2 import shared_tiny_sam2
 
@@ -165,7 +167,8 @@ def test_every_template_runs_on_the_tiny_checkpoint(server, template, request):
     alpha = hole_alpha("box" if kind == INPAINT else "none")
     rgb = rgba_input(server, f"{template}.png", alpha)
     widgets = weights_for(template, server, request)
-    if kind == CLICK:  # a random SAM2's mask is speckled over most of the image: no growing, so its outside is checkable
+    # a random SAM2's mask is speckled over most of the image: no growing, so its outside is checkable
+    if kind == CLICK:
         widgets.update({("17", "expand"): 0, ("13", "grow"): 0})
     prompt = example_prompt(f"{template}.png", widgets, example=template)
     entry = server.run(prompt)

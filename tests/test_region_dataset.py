@@ -207,7 +207,8 @@ def test_options_are_checked_before_any_work(photos, tiny_sam2):
         rd.check_config(config(photos, Path(""), sam2_checkpoint=""))
     blocker = photos / "a_file"
     blocker.write_text("")
-    with pytest.raises(ValueError, match="output_dir: .*a_file/out cannot be created: .*a_file is a file, not a folder"):
+    with pytest.raises(ValueError, match="output_dir: .*a_file/out cannot be created: "
+                                         ".*a_file is a file, not a folder"):
         rd.check_config(config(photos, tiny_sam2.safetensors, output_dir=str(blocker / "out")))
 
 

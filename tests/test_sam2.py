@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import torch
 
 from core import segment as seg
 
-from .conftest import PACK_NAME, REPO, requires_comfyui
+from .conftest import REPO, pack_module, requires_comfyui
 from .support.node_schemas import render
 from .support.processes import SAFETY_TIMEOUT_S, pinned_env
 from .support.tiny_sam2 import CONFIG, IMAGE_SIZE, OVERRIDES, requires_sam2, sample_image, shared_tiny_sam2
@@ -43,6 +42,11 @@ def trunk_keys(blocks: int) -> dict:
 
 
 # ---------------------------------------------------------------- config detection and build
+
+
+def prompts_from_json(positive, negative, boxes, batch):
+    """SAM2 Mask's JSON widgets → prompts (nodes/sam2_prompts.py, imported as ComfyUI imports the pack)."""
+    return pack_module("nodes.sam2_prompts").prompts_from_json(positive, negative, boxes, batch)
 
 
 def test_block_counts_match_the_installed_package_configs():
@@ -82,8 +86,8 @@ def test_building_leaves_hydra_uninitialised_in_a_fresh_process():
             f"m = build_model({CONFIG!r}, {list(OVERRIDES)!r}); image_predictor(m)\n"
             "import sam2\n"
             "print(GlobalHydra.instance().is_initialized())\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S,
-                         env=pinned_env(1))
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=SAFETY_TIMEOUT_S, env=pinned_env(1))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
 
@@ -119,8 +123,8 @@ def test_pack_modules_import_without_sam2_hydra_or_omegaconf():
             "assert 'FewStepSAM2Mask' in {n.GET_SCHEMA().node_id for n in ext.NODES}\n"
             "try:\n    core.segment.build_model('configs/sam2.1/sam2.1_hiera_t.yaml')\n"
             "except ImportError as err:\n    print(err)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S,
-                         env=pinned_env(1))
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=SAFETY_TIMEOUT_S, env=pinned_env(1))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install --no-build-isolation sam2==1.1.0" in out.stdout
 
@@ -180,8 +184,8 @@ def test_empty_and_truncated_pt_files_say_download_again(tmp_path):
 
 
 def test_point_and_box_prompts_give_binary_masks_at_the_image_size(model, images):
-    for prompts in (seg.prompts_from_json('[{"x": 100, "y": 70}, {"x": 120, "y": 90}]', '[[5, 5]]', "", 2),
-                    seg.prompts_from_json("[]", "", "[[30, 20, 180, 130], [0, 0, 60, 50]]", 2)):
+    for prompts in ([seg.Prompt(((100.0, 70.0), (120.0, 90.0)), ((5.0, 5.0),))] * 2,
+                    [seg.Prompt(boxes=((30.0, 20.0, 180.0, 130.0), (0.0, 0.0, 60.0, 50.0)))] * 2):
         masks = seg.segment(model, images, prompts)
         assert masks.shape == (2, H, W) and masks.dtype == torch.float32
         assert set(masks.unique().tolist()) <= {0.0, 1.0}
@@ -233,9 +237,10 @@ def test_eager_transforms_equal_sam2s_scripted_ones(model, images):
     ('[{"x": 1}]', "", "", 2, r"positive_points: point 0: a point needs 'x' and 'y'"),
     ("", "", "[[1, 2, 3]]", 2, r"boxes: box 0: expected 4 numbers"),
 ])
+@requires_comfyui
 def test_bad_prompts_raise_value_errors_naming_the_input(model, images, positive, negative, boxes, batch, match):
     with pytest.raises(ValueError, match=match):
-        seg.segment(model, images[:batch], seg.prompts_from_json(positive, negative, boxes, batch))
+        seg.segment(model, images[:batch], prompts_from_json(positive, negative, boxes, batch))
 
 
 def test_prompt_list_must_match_the_batch(model, images):
@@ -248,10 +253,11 @@ def test_prompt_list_must_match_the_batch(model, images):
         seg.segment(model, images * 255, prompt)
 
 
+@requires_comfyui
 def test_json_prompt_formats_and_the_batch_rule():
-    one = seg.prompts_from_json('[{"x": 1, "y": 2}, [3, 4]]', "[]", "[0, 0, 5, 6]", 3)
+    one = prompts_from_json('[{"x": 1, "y": 2}, [3, 4]]', "[]", "[0, 0, 5, 6]", 3)
     assert one == [seg.Prompt(((1.0, 2.0), (3.0, 4.0)), (), ((0.0, 0.0, 5.0, 6.0),))] * 3
-    per_image = seg.prompts_from_json('[[{"x": 1, "y": 2}], []]', '[[7, 8]]', "", 2)
+    per_image = prompts_from_json('[[{"x": 1, "y": 2}], []]', '[[7, 8]]', "", 2)
     assert [p.positive_points for p in per_image] == [((1.0, 2.0),), ()]
     assert [p.negative_points for p in per_image] == [((7.0, 8.0),)] * 2
 
@@ -265,9 +271,6 @@ def test_prompts_file_entries():
 
 # ---------------------------------------------------------------- nodes (real host)
 
-
-def pack_module(name: str):
-    return importlib.import_module(f"{PACK_NAME}.{name}")
 
 
 def test_node_schemas(pack_nodes):
@@ -292,7 +295,7 @@ def test_mask_node_applies_the_batch_rule(pack_nodes, model, images, monkeypatch
     positive = '[[{"x": 100, "y": 70}], [{"x": 20, "y": 30}]]'
     out = sam2_nodes.SAM2Mask.execute(sam2=model, image=images, positive_points=positive, multimask="best",
                                       boxes="[[10, 10, 190, 140]]")
-    expected = seg.segment(model, images, seg.prompts_from_json(positive, "", "[[10, 10, 190, 140]]", 2))
+    expected = seg.segment(model, images, prompts_from_json(positive, "", "[[10, 10, 190, 140]]", 2))
     assert torch.equal(out.result[0], expected) and expected.shape == (2, H, W)
 
 
@@ -319,7 +322,7 @@ def test_loader_and_mask_nodes_in_comfyui(pack_nodes, tiny_sam2, images, tmp_pat
     masks = sam2_nodes.SAM2Mask.execute(sam2=handle, image=images, positive_points=positive, multimask="best",
                                         negative_points='[{"x": 5, "y": 5}]').result[0]
     expected = seg.segment(seg.load_sam2(tiny_sam2.safetensors), images,
-                           seg.prompts_from_json(positive, '[{"x": 5, "y": 5}]', "", 2))
+                           prompts_from_json(positive, '[{"x": 5, "y": 5}]', "", 2))
     assert masks.shape == (2, H, W) and torch.equal(masks.cpu(), expected)
     with pytest.raises(ValueError, match="boxes: box 0 .* has zero area"):
         sam2_nodes.SAM2Mask.execute(sam2=handle, image=images, positive_points=positive, boxes="[[5, 5, 5, 9]]")

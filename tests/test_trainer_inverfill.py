@@ -151,5 +151,6 @@ def test_bad_inputs_fail_with_a_named_error_before_anything_loads(tiny_bases, tm
 
 def test_the_command_line_reports_a_bad_input_and_exits_non_zero(tmp_path):
     proc = run_module("trainers.inverfill", [f"--prompts_file={tmp_path / 'missing.txt'}",
-                                             f"--base_model={tmp_path}", f"--output_dir={tmp_path / 'out'}"], check=False)
+                                             f"--base_model={tmp_path}", f"--output_dir={tmp_path / 'out'}"],
+                      check=False)
     assert proc.returncode != 0 and "base_model: " in proc.stderr and "is not a diffusers folder" in proc.stderr

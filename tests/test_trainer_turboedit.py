@@ -69,7 +69,7 @@ def test_bad_inputs_fail_with_a_named_error_before_anything_loads(tiny_bases, tm
     images = {"missing": [f"--images_dir={tmp_path / 'nope'}"], "empty": [f"--images_dir={tmp_path / 'empty'}"],
               "unset": [], "bad_base": [f"--images_dir={tmp_path / 'empty'}"]}[case]
     base = tmp_path / "nope" if case == "bad_base" else tiny_bases["custom"]
-    fails_before_loading(monkeypatch, "turboedit", [f"--base_model={base}", *images, f"--output_dir={tmp_path / 'out'}"],
-                         message)
+    fails_before_loading(monkeypatch, "turboedit",
+                         [f"--base_model={base}", *images, f"--output_dir={tmp_path / 'out'}"], message)
     assert not (tmp_path / "out").exists(), "nothing written"
 

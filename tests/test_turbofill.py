@@ -85,7 +85,8 @@ def test_initialisation_copies_the_unet_like_brushnet(tiny_bases):
     unet = load_unet(tiny_bases["sdxl"])
     adapter = adapter_from_unet(dict(unet.config), unet.state_dict())
     w = adapter.conv_in.weight.detach()
-    assert w.shape[1] == 9 and torch.equal(w[:, :4], unet.conv_in.weight) and torch.equal(w[:, 4:8], unet.conv_in.weight)
+    assert (w.shape[1] == 9 and torch.equal(w[:, :4], unet.conv_in.weight)
+            and torch.equal(w[:, 4:8], unet.conv_in.weight))
     assert float(w[:, 8].abs().sum()) == 0, "the mask channel starts at zero"
     assert torch.equal(adapter.down_resnets[1][0].conv1.weight, unet.down_blocks[1].resnets[0].conv1.weight)
     assert torch.equal(adapter.mid_resnets[1].conv2.weight, unet.mid_block.resnets[1].conv2.weight)
@@ -164,7 +165,8 @@ def test_killed_run_resumes_to_identical_state(tiny_bases, fill_folder, tmp_path
     resumed = json.loads(run_module("trainers.turbofill", common + [f"--output_dir={tmp_path / 'b'}"])
                          .stdout.strip().splitlines()[-1])
     assert resumed["resumed_from"] == 2 and resumed["weights_sha256"] == straight["weights_sha256"]
-    (a, a_state), (b, b_state) = (load_checkpoint(tmp_path / run / "checkpoints" / "checkpoint-00000004") for run in "ab")
+    (a, a_state), (b, b_state) = (load_checkpoint(tmp_path / run / "checkpoints" / "checkpoint-00000004")
+                                  for run in "ab")
     assert set(a) == set(b) == {"model", "optimizer", "ema", "discriminator", "discriminator_optimizer"}
     for group in a:
         assert a[group].keys() == b[group].keys() and a[group], group

@@ -3,24 +3,23 @@ import json
 
 import pytest
 
-from .support.example_graphs import REPO, TEMPLATE_DIR, UI_DIR, rendered_files
-from .support.node_schemas import load_snapshot
-from .support.workflow_check import load_object_info, ui_to_api, validate_api, validate_ui
+from tools.example_graphs import API_DIR, REPO, TEMPLATE_DIR, rendered_files
+from tools.workflow_check import load_object_info, load_pack_schemas, ui_to_api, validate_api, validate_ui
 
 TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")  # ComfyUI 0.3.64
 
 
 @pytest.fixture(scope="module")
 def object_info():
-    return load_object_info(load_snapshot())
+    return load_object_info(load_pack_schemas())
 
 
 def ui_files():
-    return sorted(p for p in UI_DIR.glob("*.json") if not p.name.endswith(".api.json"))
+    return sorted(TEMPLATE_DIR.glob("*.json"))
 
 
 def api_files():
-    return sorted(UI_DIR.glob("*.api.json"))
+    return sorted(API_DIR.glob("*.api.json"))
 
 
 def test_there_is_an_inpaint_example_and_its_twin():
@@ -44,25 +43,28 @@ def test_ui_workflow_is_valid(path, object_info):
 def test_api_twin_is_valid_and_matches_the_ui_workflow(path, object_info):
     api = json.loads(path.read_text())
     assert validate_api(api, object_info) == []
-    ui = json.loads(path.with_name(path.name.replace(".api.json", ".json")).read_text())
+    ui = json.loads((TEMPLATE_DIR / path.name.replace(".api.json", ".json")).read_text())
     assert ui_to_api(ui, object_info) == api
 
 
 def test_committed_examples_match_their_generator():
-    """Regenerate with `python -m tests.support.example_graphs --write`."""
+    """Regenerate with `python -m tools.example_graphs --write`."""
     for path, text in rendered_files().items():
         assert path.exists(), f"{path.relative_to(REPO)} is missing"
         assert path.read_text(encoding="utf-8") == text, f"{path.relative_to(REPO)} is stale"
 
 
-def test_template_browser_folder_holds_every_ui_workflow_and_nothing_else():
-    """ComfyUI lists <pack>/example_workflows/*.json; examples_workflows/ is not discovered."""
-    assert TEMPLATE_DIR.name in TEMPLATE_FOLDERS and UI_DIR.name not in TEMPLATE_FOLDERS
-    templates = sorted(p.name for p in TEMPLATE_DIR.glob("*.json"))
-    assert templates == [p.name for p in ui_files()]
-    for path in ui_files():
-        assert (TEMPLATE_DIR / path.name).read_bytes() == path.read_bytes()
+def test_each_workflow_folder_has_one_role_and_no_file_is_in_both():
+    """ComfyUI lists <pack>/example_workflows/*.json as templates (UI format); examples_workflows/ (not discovered)
+    holds the API-format graphs to script and share."""
+    assert TEMPLATE_DIR.name in TEMPLATE_FOLDERS and API_DIR.name not in TEMPLATE_FOLDERS
     assert not list(TEMPLATE_DIR.glob("*.api.json")), "API twins would show up as broken templates"
+    assert all(p.name.endswith(".api.json") for p in API_DIR.iterdir()), "examples_workflows/ holds API graphs only"
+    for path in ui_files():
+        assert "nodes" in json.loads(path.read_text()), f"{path.name}: a template is a UI-format workflow"
+    for path in api_files():
+        assert all("class_type" in n for n in json.loads(path.read_text()).values()), f"{path.name}: API format"
+    assert not {p.name for p in TEMPLATE_DIR.iterdir()} & {p.name for p in API_DIR.iterdir()}
 
 
 BROKEN = {

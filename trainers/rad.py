@@ -2,7 +2,7 @@
 
     python -m trainers.rad --config trainers/configs/rad_sdxl.yaml [--key=value …]
 
-Per step (Kim et al., CVPR 2025, §3.4, adapted to latents, methods.md §3.6): a Perlin hole m at
+Per step (Kim et al., CVPR 2025, §3.4, adapted to latents, docs/methods.md §3.6): a Perlin hole m at
 latent resolution (random cell size, masked fraction ~ U(0, 1)), t ~ U{t_min..t_max}; per-pixel
 ā = ᾱ_t^{g(m)}, x = √ā⊙z0 + √(1−ā)⊙ε, τ = τ(ā) per pixel; ε̂ = UNet(x, τ-map) with the spatial time
 embedding; loss = element-wise ε-MSE over the noised pixels. Trained: LoRA (rank r) on attention
@@ -13,7 +13,6 @@ time layers: core LoraLoader and the Region-Aware Sampler both load it.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,18 +22,13 @@ from core.lora import diff_state, inject_lora, lora_state
 from core.rad import abar_phase1, nu_of, region_aware_denoise, sample_region_aware, sigma_maps, timestep_map
 from core.random_masks import perlin_mask
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
-from trainers.common.base_model import BaseModel, check_base_model, load_base_model
-from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, check_output_paths, config_dict
+from trainers.common.base_model import BaseModel
+from trainers.common.config import RunConfig, config_dict
 from trainers.common.data import step_generator
-from trainers.common.ema import EMA
-from trainers.common.export import atomic_json, export_run
+from trainers.common.export import export_run
 from trainers.common.images import load_image, scan_images
-from trainers.common.run import (
-    cast_tree, ema_weights, frozen_dtype, head, make_accelerator, peak_memory, rank_file, resume_state,
-    save_state, split_config_arg, weights_digest,
-)
-from trainers.common.tracking import log_images, save_preview
+from trainers.common.loop import Recipe, accumulate, check_common_config, cli, run_training, split_eval, start_run
+from trainers.common.run import cast_tree, head
 from trainers.common.unet_walk import check_unet, spatial_forward
 
 MODULE = "trainers.rad"
@@ -42,23 +36,17 @@ TIME_LAYERS = ("time_embedding.linear_1", "time_embedding.linear_2", "time_emb_p
 
 
 @dataclass
-class RADConfig:
-    """Every option; defaults follow the paper (§3.4) where they carry over to latents."""
+class RADConfig(RunConfig):
+    """Every option; defaults follow the paper (docs/methods.md §3.4) where they carry over to latents."""
 
-    base_model: str = ""
-    single_file_config: str = ""
     images_dir: str = ""
     default_caption: str = "a photo"
     eval_count: int = 4
     output_dir: str = "runs/rad"
     name: str = "rad"
-    resolution: int = 1024
-    batch_size: int = 1
     grad_accum: int = 8
     max_steps: int = 10000
     lr: float = 1e-4
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
     rank: int = 16
     lora_alpha: float = 16.0
     lora_targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2",
@@ -66,19 +54,7 @@ class RADConfig:
     timestep_range: list = field(default_factory=lambda: [0, 999])
     mask_fraction: list = field(default_factory=lambda: [0.0, 1.0])
     steps: int = 4  # the few-step grid used for previews and recorded in the metadata
-    ema_decay: float = 0.999
-    mixed_precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    eval_every: int = 250
     preview_every: int = 500
-    preview_count: int = 4
-    export_dtype: str = "fp16"
-    manifest: str = ""
-    license: str = "same as the base model"
 
 
 @dataclass
@@ -127,7 +103,7 @@ def make_batch(cfg, base: BaseModel, items, indices, generator, device, dtype) -
     return Batch(images, source, cond, mask, t, noise)
 
 
-def rad_loss(unet, base: BaseModel, batch: Batch, dtype, checkpointing: bool) -> torch.Tensor:
+def compute_loss(unet, base: BaseModel, batch: Batch, dtype, checkpointing: bool) -> torch.Tensor:
     """Element-wise ε-MSE over the noised pixels at per-pixel noise levels ā = ᾱ_t^{g(m)}."""
     alphas = base.alphas_cumprod.to(batch.source.device)
     abar = torch.stack([abar_phase1(float(alphas[t]), m, nu_of(alphas)) for t, m in zip(batch.t, batch.mask)])
@@ -143,7 +119,7 @@ def rad_loss(unet, base: BaseModel, batch: Batch, dtype, checkpointing: bool) ->
 
 @torch.no_grad()
 def evaluate(unet, base, batches, dtype) -> float:
-    return sum(float(rad_loss(unet, base, b, dtype, False)) for b in batches) / len(batches)
+    return sum(float(compute_loss(unet, base, b, dtype, False)) for b in batches) / len(batches)
 
 
 @torch.no_grad()
@@ -156,7 +132,8 @@ def preview_rows(cfg, unet, base: BaseModel, batch: Batch, dtype) -> list[torch.
     cond = cast_tree(batch.cond, dtype)
 
     def eps_fn(x, tau, **c):
-        return spatial_forward(unet, x.to(dtype), tau, cond["encoder_hidden_states"], cond.get("added_cond_kwargs")).float()
+        return spatial_forward(unet, x.to(dtype), tau, cond["encoder_hidden_states"],
+                               cond.get("added_cond_kwargs")).float()
 
     def model(x, smap, **kw):
         return region_aware_denoise(eps_fn, x, smap.to(x), table.to(x.device))
@@ -164,7 +141,8 @@ def preview_rows(cfg, unet, base: BaseModel, batch: Batch, dtype) -> list[torch.
     generator = torch.Generator().manual_seed(cfg.seed)
     out = sample_region_aware(model, batch.source, fewstep_sigmas(timesteps, table), disable=True,
                               source=batch.source, maps=maps,
-                              noise_sampler=lambda i: torch.randn(batch.source.shape, generator=generator).to(batch.source))
+                              noise_sampler=lambda i: torch.randn(batch.source.shape,
+                                                                  generator=generator).to(batch.source))
 
     def decode(z):
         return ((base.vae.decode((z / base.scaling_factor).to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
@@ -174,10 +152,7 @@ def preview_rows(cfg, unet, base: BaseModel, batch: Batch, dtype) -> list[torch.
 
 
 def check_config(cfg: RADConfig) -> None:
-    check_output_paths(cfg)
-    if not cfg.base_model:
-        raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
-    check_base_model(cfg.base_model, cfg.single_file_config or None)
+    check_common_config(cfg)
     if not cfg.images_dir:
         raise ValueError("images_dir: set it to a folder of images (optional same-name .txt captions)")
     if cfg.rank < 1:
@@ -185,25 +160,14 @@ def check_config(cfg: RADConfig) -> None:
     lo, hi = cfg.timestep_range
     if not 0 <= lo <= hi <= 999:
         raise ValueError(f"timestep_range: {cfg.timestep_range} must satisfy 0 ≤ lo ≤ hi ≤ 999")
-    if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
-    for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "eval_every", "preview_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name}: must be at least 1")
 
 
 def train(cfg: RADConfig, config_path: str = "") -> dict:
-    from tqdm.auto import tqdm
-
     check_config(cfg)
-    out_dir = Path(cfg.output_dir)
     items, skipped = scan_images(cfg.images_dir, cfg.default_caption)
-    train_items = items[: -cfg.eval_count] if len(items) > cfg.eval_count else items
-    eval_items = items[-cfg.eval_count:]
-    accelerator = make_accelerator(cfg, out_dir)
+    train_items, eval_items = split_eval(items, cfg.eval_count)
+    accelerator, dtype, base = start_run(cfg)
     device, rank = accelerator.device, accelerator.process_index
-    dtype = frozen_dtype(cfg, device)
-    base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).to(device, dtype)
     unet = base.unet
     loras, time_base = prepare_unet(unet, cfg)
     for p in unet.parameters():
@@ -213,72 +177,29 @@ def train(cfg: RADConfig, config_path: str = "") -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     unwrapped = accelerator.unwrap_model(unet)
-    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-    metrics: dict = {"eval_masked_eps_mse": {}, "skipped": skipped}
-    start = 0
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is not None:
-        start, metrics = resume_state(ckpt, cfg, unwrapped, optimizer, ema, {}, accelerator, trainable_only=True)
     eval_batches = []
     for i in range(0, len(eval_items), cfg.batch_size):
         g = step_generator(cfg.seed, i, 0, "eval")
         eval_batches.append(make_batch(cfg, base, eval_items, range(i, min(i + cfg.batch_size, len(eval_items))), g,
                                        device, dtype))
-    accelerator.init_trackers("rad", config={k: str(v) for k, v in config_dict(cfg).items()})
-    if "initial" not in metrics:
-        metrics["initial"] = evaluate(unwrapped, base, eval_batches, dtype)
-        metrics["eval_masked_eps_mse"]["0"] = metrics["initial"]
 
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="RAD",
-               disable=not accelerator.is_main_process, dynamic_ncols=True)
-    t0, step_times = time.time(), []
-    for step in bar:
-        step_start = time.perf_counter()
-        for micro in range(cfg.grad_accum):
-            generator = step_generator(cfg.seed, step * cfg.grad_accum + micro, rank)
+    def step(i: int) -> dict:
+        micro = []
+        for m in range(cfg.grad_accum):
+            generator = step_generator(cfg.seed, i * cfg.grad_accum + m, rank)
             indices = torch.randint(len(train_items), (cfg.batch_size,), generator=generator).tolist()
-            batch = make_batch(cfg, base, train_items, indices, generator, device, dtype)
-            with accelerator.accumulate(unet), accelerator.autocast():
-                loss = rad_loss(unwrapped, base, batch, dtype, cfg.gradient_checkpointing)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(unwrapped, step)
-        step_times.append(time.perf_counter() - step_start)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            accelerator.log({"train/loss": float(loss.detach())}, step=done)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        if done % cfg.eval_every == 0 or done == cfg.max_steps:
-            with ema_weights(unwrapped, ema):
-                value = evaluate(unwrapped, base, eval_batches, dtype)
-            metrics["eval_masked_eps_mse"][str(done)] = value
-            accelerator.log({"eval/masked_eps_mse": value}, step=done)
-        if accelerator.is_main_process and (done % cfg.preview_every == 0 or done == cfg.max_steps):
-            with ema_weights(unwrapped, ema):
-                rows = preview_rows(cfg, unwrapped, base, head(eval_batches[0], cfg.preview_count), dtype)
-            log_images(accelerator, "preview", save_preview(out_dir / "previews" / f"step_{done:08d}.png", rows), done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-            save_state(out_dir, done, cfg, unwrapped, optimizer, ema, {}, metrics, accelerator, trainable_only=True)
-    metrics["final"] = metrics["eval_masked_eps_mse"].get(str(cfg.max_steps), metrics["initial"])
-    digest = weights_digest(unwrapped, ema)
-    rank_file(out_dir, rank, digest)
-    summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
-               "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
-               **peak_memory(device), "initial_masked_eps_mse": metrics["initial"],
-               "final_masked_eps_mse": metrics["final"], "skipped_images": len(skipped), "weights_sha256": digest}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with ema_weights(unwrapped, ema):
-            path = export(cfg, config_path, base, exported_state(unwrapped, loras, time_base))
-        summary["weights"] = str(path)
-        atomic_json(out_dir / "metrics.json", {**metrics, **summary})
-    accelerator.end_training()
-    return summary
+            micro.append(make_batch(cfg, base, train_items, indices, generator, device, dtype))
+        out = accumulate(accelerator, unet, optimizer, trainable,
+                         [lambda b=b: (compute_loss(unwrapped, base, b, dtype, cfg.gradient_checkpointing), {})
+                          for b in micro], cfg.max_grad_norm)
+        return out[-1]
+
+    return run_training(cfg, accelerator, Recipe(
+        name="RAD", model=unet, optimizer=optimizer, step=step, metric="masked_eps_mse", trainable_only=True,
+        evaluate=lambda: evaluate(unwrapped, base, eval_batches, dtype),
+        preview=lambda: preview_rows(cfg, unwrapped, base, head(eval_batches[0], cfg.preview_count), dtype),
+        export=lambda: export(cfg, config_path, base, exported_state(unwrapped, loras, time_base)),
+        metrics={"skipped": skipped}, summary={"skipped_images": len(skipped)}))
 
 
 def export(cfg, config_path, base, state: dict) -> Path:
@@ -288,16 +209,12 @@ def export(cfg, config_path, base, state: dict) -> Path:
                 "config": config_dict(cfg)}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="rad", title="RAD LoRA + time layers",
                       reference="https://arxiv.org/abs/2412.09191",
-                      description=f"RAD per-pixel time embedding LoRA (rank {cfg.rank}) for {Path(cfg.base_model).name}")
+                      description=f"RAD per-pixel time embedding LoRA (rank {cfg.rank}) for "
+                                  f"{Path(cfg.base_model).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-
-    config_path, argv = split_config_arg(sys.argv[1:] if argv is None else argv)
-    cfg = build_config(RADConfig, config_path or None, argv)
-    print(json.dumps(train(cfg, config_path)))
-    return 0
+    return cli(RADConfig, train, argv)
 
 
 if __name__ == "__main__":

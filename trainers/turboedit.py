@@ -4,7 +4,7 @@
 
 E is the base UNet with 2C input channels cat[z, x̂0_{k−1}] and 2C outputs (μ, log σ²), initialised
 from the base (extra input channels and the log σ² head start at zero). For a random step k of the
-N-step trajectory (Wu et al., ECCV 2024; methods.md §4.2): run E and the frozen one-step generator G
+N-step trajectory (Wu et al., ECCV 2024; docs/methods.md §4.2): run E and the frozen one-step generator G
 without gradients through steps < k (backward simulation, as DMD2 trains its generator), then
 ε_k = μ + σ⊙n, x_k = ε_k·√(1+σ_0²) (k = 0) or x̂0_{k−1} + σ_k·ε_k, x̂0_k = G(x_k, σ_k); loss
 ‖x̂0_k − z‖² + λ_KL·KL(N(μ,σ²)‖N(0,I)). Data: a folder of images with optional ``.txt`` captions.
@@ -13,7 +13,6 @@ Output ``<output_dir>/<name>.safetensors`` loads into *TurboEdit Encoder Loader*
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,28 +22,23 @@ import torch.nn.functional as F
 from core.denoiser import EpsDenoiser
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from core.turboedit import encoder_step, gaussian_kl, invert_with_encoder, reparameterise
-from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
-from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, check_output_paths, config_dict
+from trainers.common.base_model import BaseModel, unet_eps_fn
+from trainers.common.config import RunConfig, config_dict
 from trainers.common.data import step_generator
-from trainers.common.ema import EMA
-from trainers.common.export import atomic_json, export_run
+from trainers.common.export import export_run
 from trainers.common.images import load_image, scan_images
-from trainers.common.run import (
-    cast_tree, ema_weights, frozen_dtype, head, jsonable, make_accelerator, peak_memory, rank_file, resume_state,
-    save_state, split_config_arg, weights_digest,
+from trainers.common.loop import (
+    COUNTS, Recipe, accumulate, check_common_config, cli, run_training, split_eval, start_run,
 )
-from trainers.common.tracking import log_images, save_preview
+from trainers.common.run import cast_tree, head, jsonable
 
 MODULE = "trainers.turboedit"
 
 
 @dataclass
-class TurboEditConfig:
+class TurboEditConfig(RunConfig):
     """Every option; defaults follow the TurboEdit paper's SDXL-Turbo setting where it states one."""
 
-    base_model: str = ""  # diffusers folder or single-file .safetensors of the few-step base
-    single_file_config: str = ""  # diffusers config folder for a single-file base
     images_dir: str = ""  # images with optional same-name .txt captions
     default_caption: str = ""  # caption for images without .txt (empty: such images are skipped)
     eval_count: int = 4  # the last images (sorted by name) are held out for evaluation
@@ -52,27 +46,9 @@ class TurboEditConfig:
     name: str = "turboedit"
     resolution: int = 512
     steps: int = 4  # the few-step trajectory inverted (trailing timesteps: 999, 749, 499, 249)
-    batch_size: int = 1
-    grad_accum: int = 1
     max_steps: int = 5000
-    lr: float = 1e-5
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
     lambda_kl: float = 1e-3
     sample_noise: bool = True  # reparameterised sampling of ε during training (μ at evaluation/inference)
-    ema_decay: float = 0.999
-    mixed_precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    eval_every: int = 250
-    preview_every: int = 250
-    preview_count: int = 4
-    export_dtype: str = "fp16"
-    manifest: str = ""
-    license: str = "same as the base model"
     extra: dict = field(default_factory=dict)  # free-form notes stored in the metadata
 
 
@@ -134,7 +110,7 @@ def make_batch(cfg, base: BaseModel, items, indices, device, dtype) -> Batch:
     return Batch(images, latent, base.encode_prompts(captions, device, (cfg.resolution, cfg.resolution)), captions)
 
 
-def training_step(cfg, encoder, g_model, sigmas, sigma_table, batch: Batch, k: int, generator, dtype) -> dict:
+def compute_losses(cfg, encoder, g_model, sigmas, sigma_table, batch: Batch, k: int, generator, dtype) -> dict:
     """Loss of step k after a gradient-free simulation of steps < k with the current encoder."""
     previous = torch.zeros_like(batch.source)
     if k > 0:
@@ -186,33 +162,19 @@ def preview_rows(base, encoder, g_model, sigmas, sigma_table, batch: Batch, dtyp
 
 
 def check_config(cfg: TurboEditConfig) -> None:
-    check_output_paths(cfg)
-    if not cfg.base_model:
-        raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
-    check_base_model(cfg.base_model, cfg.single_file_config or None)
+    check_common_config(cfg, ("steps", *COUNTS))
     if not cfg.images_dir:
         raise ValueError("images_dir: set it to a folder of images (optional same-name .txt captions)")
-    if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
     if cfg.resolution % 8:
         raise ValueError(f"resolution: {cfg.resolution} is not a multiple of 8")
-    for name in ("steps", "batch_size", "grad_accum", "max_steps", "checkpoint_every", "eval_every", "preview_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name}: must be at least 1")
 
 
 def train(cfg: TurboEditConfig, config_path: str = "") -> dict:
-    from tqdm.auto import tqdm
-
     check_config(cfg)
-    out_dir = Path(cfg.output_dir)
     items, skipped = scan_images(cfg.images_dir, cfg.default_caption)
-    train_items = items[: -cfg.eval_count] if len(items) > cfg.eval_count else items
-    eval_items = items[-cfg.eval_count:]
-    accelerator = make_accelerator(cfg, out_dir)
+    train_items, eval_items = split_eval(items, cfg.eval_count)
+    accelerator, dtype, base = start_run(cfg)
     device, rank = accelerator.device, accelerator.process_index
-    dtype = frozen_dtype(cfg, device)
-    base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).to(device, dtype)
     sigma_table = sigmas_from_alphas_cumprod(base.alphas_cumprod).float()
     sigmas = fewstep_sigmas(trailing_timesteps(cfg.steps), sigma_table).to(device)
     g_model = generator_denoiser(base, dtype)
@@ -224,92 +186,49 @@ def train(cfg: TurboEditConfig, config_path: str = "") -> dict:
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     encoder, optimizer = accelerator.prepare(encoder, optimizer)
     unwrapped = accelerator.unwrap_model(encoder)
-    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-    metrics: dict = {"eval_recon_mse": {}, "skipped": skipped}
-    start = 0
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is not None:
-        start, metrics = resume_state(ckpt, cfg, unwrapped, optimizer, ema, {}, accelerator)
     eval_batches = [make_batch(cfg, base, eval_items, range(i, min(i + cfg.batch_size, len(eval_items))), device, dtype)
                     for i in range(0, len(eval_items), cfg.batch_size)]
-    accelerator.init_trackers("turboedit", config={k: str(v) for k, v in config_dict(cfg).items()})
-    if "initial" not in metrics:
-        metrics["initial"] = evaluate(unwrapped, g_model, sigmas, sigma_table, eval_batches, dtype)
-        metrics["eval_recon_mse"]["0"] = metrics["initial"]
 
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="TurboEdit",
-               disable=not accelerator.is_main_process, dynamic_ncols=True)
-    t0, step_times = time.time(), []
-    for step in bar:
-        step_start = time.perf_counter()
-        for micro in range(cfg.grad_accum):
-            generator = step_generator(cfg.seed, step * cfg.grad_accum + micro, rank)
+    def step(i: int) -> dict:
+        micro = []
+        for m in range(cfg.grad_accum):
+            generator = step_generator(cfg.seed, i * cfg.grad_accum + m, rank)
             indices = torch.randint(len(train_items), (cfg.batch_size,), generator=generator).tolist()
             k = int(torch.randint(cfg.steps, (), generator=generator))
-            batch = make_batch(cfg, base, train_items, indices, device, dtype)
-            with accelerator.accumulate(encoder), accelerator.autocast():
-                losses = training_step(cfg, encoder, g_model, sigmas, sigma_table, batch, k, generator, dtype)
-                accelerator.backward(losses["loss"])
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(unwrapped, step)
-        step_times.append(time.perf_counter() - step_start)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            logs = {k: float(v.detach()) for k, v in losses.items()}
-            accelerator.log({f"train/{k}": v for k, v in logs.items()}, step=done)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        if done % cfg.eval_every == 0 or done == cfg.max_steps:
-            with ema_weights(unwrapped, ema):
-                value = evaluate(unwrapped, g_model, sigmas, sigma_table, eval_batches, dtype)
-            metrics["eval_recon_mse"][str(done)] = value
-            accelerator.log({"eval/recon_mse": value}, step=done)
-        if accelerator.is_main_process and (done % cfg.preview_every == 0 or done == cfg.max_steps):
-            with ema_weights(unwrapped, ema):
-                rows = preview_rows(base, unwrapped, g_model, sigmas, sigma_table,
-                                    head(eval_batches[0], cfg.preview_count), dtype)
-            log_images(accelerator, "preview", save_preview(out_dir / "previews" / f"step_{done:08d}.png", rows), done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-            save_state(out_dir, done, cfg, unwrapped, optimizer, ema, {}, metrics, accelerator)
-    metrics["final"] = metrics["eval_recon_mse"].get(str(cfg.max_steps), metrics["initial"])
-    digest = weights_digest(unwrapped, ema)
-    rank_file(out_dir, rank, digest)
-    summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
-               "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
-               **peak_memory(device), "initial_recon_mse": metrics["initial"], "final_recon_mse": metrics["final"],
-               "skipped_images": len(skipped), "weights_sha256": digest}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        path = export(cfg, config_path, base, unwrapped, ema, sigmas)
-        summary["weights"] = str(path)
-        atomic_json(out_dir / "metrics.json", {**metrics, **summary})
-    accelerator.end_training()
-    return summary
+            micro.append((make_batch(cfg, base, train_items, indices, device, dtype), k, generator))
+
+        def loss(batch, k, generator):
+            losses = compute_losses(cfg, encoder, g_model, sigmas, sigma_table, batch, k, generator, dtype)
+            return losses["loss"], losses
+
+        out = accumulate(accelerator, encoder, optimizer, list(encoder.parameters()),
+                         [lambda b=b, k=k, g=g: loss(b, k, g) for b, k, g in micro], cfg.max_grad_norm)
+        return out[-1]
+
+    return run_training(cfg, accelerator, Recipe(
+        name="TurboEdit", model=encoder, optimizer=optimizer, step=step, metric="recon_mse",
+        evaluate=lambda: evaluate(unwrapped, g_model, sigmas, sigma_table, eval_batches, dtype),
+        preview=lambda: preview_rows(base, unwrapped, g_model, sigmas, sigma_table,
+                                     head(eval_batches[0], cfg.preview_count), dtype),
+        export=lambda: export(cfg, config_path, base, unwrapped),
+        metrics={"skipped": skipped}, summary={"skipped_images": len(skipped)}))
 
 
-def export(cfg, config_path, base, model, ema, sigmas) -> Path:
-    state = ema.full_state_dict(model) if ema is not None else model.state_dict()
+def export(cfg, config_path, base, model) -> Path:
+    """The encoder as TurboEdit Encoder Loader reads it (called with the EMA weights loaded)."""
     metadata = {"kind": "turboedit", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
-                "ema": "true" if ema is not None else "false", "key_format": "diffusers",
+                "ema": "true" if cfg.ema_decay > 0 else "false", "key_format": "diffusers",
                 "steps": str(cfg.steps), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
                 "config": config_dict(cfg), "unet_config": jsonable(dict(model.config))}
-    return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turboedit",
+    return export_run(cfg, config_path, MODULE, model.state_dict(), metadata, base=base, kind="turboedit",
                       title="TurboEdit inversion encoder",
                       reference="https://arxiv.org/abs/2408.08332",
-                      description=f"TurboEdit {cfg.steps}-step inversion encoder trained from {Path(cfg.base_model).name}")
+                      description=f"TurboEdit {cfg.steps}-step inversion encoder trained from "
+                                  f"{Path(cfg.base_model).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-
-    config_path, argv = split_config_arg(sys.argv[1:] if argv is None else argv)
-    cfg = build_config(TurboEditConfig, config_path or None, argv)
-    print(json.dumps(train(cfg, config_path)))
-    return 0
+    return cli(TurboEditConfig, train, argv)
 
 
 if __name__ == "__main__":

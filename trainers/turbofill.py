@@ -2,90 +2,76 @@
 
     python -m trainers.turbofill --config trainers/configs/turbofill_sdxl.yaml [--key=value …]
 
-Per step (Xie et al., CVPR 2025; methods.md §2.3 — the wiring marked [I] there is decided here):
+Per step (Xie et al., CVPR 2025; docs/methods.md §2.3 — the wiring marked [I] there is decided here):
 1. slow generator: t ~ U{0..999}, x_t = add_noise(z0, ε, t), ε̂ = teacher(x_t; + adapter) —
    ``L_diff = ‖ε̂ − ε‖²``; adapter updated.
 2. fast generator: k ~ U{0..K−1} on the few-step grid (999/749/499/249); x_{t_k} by DMD2 backward
    simulation (the few-step model + adapter run without gradient from pure noise through the steps
-   before k, fresh re-noise); x̂0 = get_x0(fast(x_{t_k}; + adapter));
+   before k, fresh re-noise); x̂0 = x0_from_eps(fast(x_{t_k}; + adapter));
    ``λ_gan·softplus(−D(add_noise(x̂0, ε′, t′))) + λ_bg·‖(1−m)⊙(z0 − x̂0)‖²`` (masked mean over the
    known region); adapter updated, D frozen.
 3. discriminator: real add_noise(z0, ·, t′) and fake add_noise(sg(x̂0), ε′, t′) in one pass;
    ``‖ε_D(fake) − ε′‖² + λ_d·[softplus(D(fake)) + softplus(−D(real))]``; D updated.
 Adapter input: the noisy latent, the VAE latent of image·(1−m) (hole black) and the hole mask m
 (1 = hole) at latent size (nearest-exact) — exactly what TurboFill Adapter Apply feeds in ComfyUI.
-The adapter is initialised from the few-step UNet (§2.1 from_unet), D's encoder from the teacher.
+The adapter is initialised from the few-step UNet (BrushNet's from_unet, docs/methods.md §2.1), D's encoder
+from the teacher.
 Output: the adapter's (EMA) weights in one ``.safetensors`` that TurboFill Loader reads as is.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from core.turbofill import FillDiscriminator, TurboFillAdapter, config_from_unet, hint_mask, init_from_unet, masked_image
-from core.schedules import trailing_timesteps
-from trainers.common.base_model import BaseModel, BaseModelError, check_base_model, load_base_model
-from trainers.common.checkpoint import latest_checkpoint
-from trainers.common.config import build_config, check_output_paths, config_dict
+from core.schedules import add_noise, trailing_timesteps, x0_from_eps
+from core.turbofill import (
+    FillDiscriminator,
+    TurboFillAdapter,
+    config_from_unet,
+    hint_mask,
+    init_from_unet,
+    masked_image,
+)
+from trainers.common.base_model import BaseModel, BaseModelError, load_base_model
+from trainers.common.config import RunConfig, config_dict
 from trainers.common.data import step_generator
-from trainers.common.ema import EMA
-from trainers.common.export import atomic_json, export_run
+from trainers.common.export import export_run
 from trainers.common.fill_data import load_mask, scan_fill_dataset
 from trainers.common.images import load_image
-from trainers.common.run import (
-    cast_tree, ema_weights, frozen_dtype, head, make_accelerator, peak_memory, rank_file, resume_state,
-    save_state, split_config_arg, weights_digest,
-)
-from trainers.common.tracking import log_images, save_preview
+from trainers.common.loop import COUNTS, Recipe, accumulate, check_common_config, cli, run_training, split_eval
+from trainers.common.run import cast_tree, frozen_dtype, head, make_accelerator
 from trainers.common.unet_walk import adm_vector, check_unet, walk_unet
 
 MODULE = "trainers.turbofill"
 
 
 @dataclass
-class TurboFillConfig:
-    """Every option; defaults follow the paper (§2.3) where it states them."""
+class TurboFillConfig(RunConfig):
+    """Every option; defaults follow the paper (docs/methods.md §2.3) where it states them."""
 
     base_model: str = ""  # the multi-step base (slow generator, discriminator init), diffusers folder or single file
-    single_file_config: str = ""
     fast_unet: str = ""  # the few-step UNet (e.g. DMD2): diffusers UNet folder or .safetensors; "" = base_model's UNet
     images_dir: str = ""
     default_caption: str = ""
     eval_count: int = 4
     output_dir: str = "runs/turbofill"
     name: str = "turbofill"
-    resolution: int = 1024
     batch_size: int = 2
     grad_accum: int = 4
     max_steps: int = 40000
-    lr: float = 1e-5
     d_lr: float = 1e-5
-    weight_decay: float = 1e-2
     max_grad_norm: float = 10.0
     lambda_gan: float = 1e-3
     lambda_bg: float = 1e-1
     lambda_d: float = 1e-2
     steps: int = 4  # the fast generator's grid: trailing 999/749/499/249
     d_width: int = 256  # width of D's classifier and auxiliary decoder
-    ema_decay: float = 0.999
-    mixed_precision: str = "bf16"
-    gradient_checkpointing: bool = True
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
     eval_every: int = 500
     preview_every: int = 1000
-    preview_count: int = 4
-    export_dtype: str = "fp16"
-    manifest: str = ""
-    license: str = "same as the base model"
     phases: list = field(default_factory=lambda: ["slow", "fast", "disc"])  # drop one to ablate it
 
 
@@ -98,18 +84,6 @@ class Batch:
     keep: torch.Tensor  # (B,1,h,w) 1 − latent hole
     cond: dict
     y: torch.Tensor | None
-
-
-def add_noise(x0, noise, abar):
-    """√ᾱ·x0 + √(1−ᾱ)·ε with ᾱ per sample (B,)."""
-    a = abar.view(-1, 1, 1, 1).to(x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def get_x0(x_t, eps, abar):
-    """x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ (DMD2 get_x0_from_noise)."""
-    a = abar.view(-1, 1, 1, 1).to(x_t)
-    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def masked_mean(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -131,7 +105,8 @@ def fast_unet_folder(fast_unet: str) -> Path | None:
 
 
 def load_fast_unet(cfg, base: BaseModel):
-    """The few-step UNet: a diffusers UNet folder, a diffusers-keyed .safetensors with the base's config, or the base's."""
+    """The few-step UNet: a diffusers UNet folder, a diffusers-keyed .safetensors with the base's config,
+    or the base's."""
     if not cfg.fast_unet:
         return base.unet
     from diffusers import UNet2DConditionModel
@@ -195,7 +170,7 @@ class Networks:
 
     def fast_x0(self, adapter, x, step: int, batch: Batch, checkpointing=False):
         t = torch.full((x.shape[0],), self.grid[step], device=x.device, dtype=torch.long)
-        return get_x0(x, self.eps(self.fast, adapter, x, t, batch, checkpointing), self.abar(t))
+        return x0_from_eps(x, self.eps(self.fast, adapter, x, t, batch, checkpointing), self.abar(t))
 
     @torch.no_grad()
     def simulate(self, adapter, batch: Batch, k: int, g: torch.Generator) -> torch.Tensor:
@@ -207,7 +182,8 @@ class Networks:
             x = add_noise(x0, torch.randn(x.shape, generator=g).to(x), self.abar(t_next))
         return x
 
-    def fast_loss(self, adapter, disc_module, batch: Batch, g: torch.Generator) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def fast_loss(self, adapter, disc_module, batch: Batch,
+                  g: torch.Generator) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Step 2: λ_gan·L_G + λ_bg·L_BG on the few-step model's x̂0 (D's weights frozen)."""
         k = int(torch.randint(0, len(self.grid), (1,), generator=g))
         x = self.simulate(adapter, batch, k, g)
@@ -257,28 +233,21 @@ class Networks:
     def preview_rows(self, adapter, batch: Batch, seed: int) -> list[torch.Tensor]:
         """Masked input | 4-step fill | fill pasted into the original | original."""
         x0 = self.generate(adapter, batch, torch.Generator().manual_seed(seed))
-        fill = ((self.base.vae.decode((x0 / self.base.scaling_factor).to(self.dtype)).sample.float() + 1) / 2).clamp(0, 1)
+        fill = ((self.base.vae.decode((x0 / self.base.scaling_factor).to(self.dtype)).sample.float() + 1)
+                / 2).clamp(0, 1)
         fill = F.interpolate(fill, size=batch.images.shape[-2:], mode="bilinear", align_corners=False)
         pasted = batch.images * (1 - batch.hole) + fill * batch.hole
         return [masked_image(batch.images, batch.hole), fill, pasted, batch.images]
 
 
 def check_config(cfg: TurboFillConfig) -> None:
-    check_output_paths(cfg)
-    if not cfg.base_model:
-        raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
-    check_base_model(cfg.base_model, cfg.single_file_config or None)
+    check_common_config(cfg, (*COUNTS, "steps"))
     if not cfg.images_dir:
         raise ValueError("images_dir: set it to a folder of name.png + name_mask.png + name.txt samples "
                          "(python -m trainers.region_dataset builds one)")
-    if cfg.export_dtype not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
     unknown = set(cfg.phases) - {"slow", "fast", "disc"}
     if unknown or not cfg.phases:
         raise ValueError(f"phases: {cfg.phases} must be a non-empty subset of slow, fast, disc")
-    for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "eval_every", "preview_every", "steps"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name}: must be at least 1")
     for name in ("lambda_gan", "lambda_bg", "lambda_d"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: must not be negative")
@@ -286,30 +255,48 @@ def check_config(cfg: TurboFillConfig) -> None:
         fast_unet_folder(cfg.fast_unet)
 
 
-def _accumulate(accelerator, module, optimizer, params, micro_losses, max_grad_norm) -> list[dict]:
-    """One optimizer update over the micro-batches (gradient sync on the last one only)."""
-    logs = []
-    for i, compute in enumerate(micro_losses):
-        sync = i == len(micro_losses) - 1
-        with (contextlib.nullcontext() if sync else accelerator.no_sync(module)), accelerator.autocast():
-            loss, log = compute()
-            accelerator.backward(loss)
-        logs.append({"loss": float(loss.detach()), **log})
-    accelerator.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+def three_updates(cfg, accelerator, nets: Networks, micro: list, adapter, optimizer, disc, d_optimizer) -> dict:
+    """One training step: the slow-generator, fast-generator and discriminator updates (TurboFill §3.2), each over
+    all micro-batches ``[(batch, generator), …]``; the fast step's x̂0 are the discriminator's fakes."""
+    adapter_params = [p for p in adapter.parameters() if p.requires_grad]
+    disc_unwrapped = accelerator.unwrap_model(disc)
+    logs = {}
+    if "slow" in cfg.phases:
+        out = accumulate(accelerator, adapter, optimizer, adapter_params,
+                         [lambda b=b, g=g: (nets.slow_loss(adapter, b, g), {}) for b, g in micro], cfg.max_grad_norm)
+        logs["slow/loss"] = sum(o["loss"] for o in out) / len(out)
+    fakes = []
+    if "fast" in cfg.phases or "disc" in cfg.phases:
+        disc_unwrapped.requires_grad_(False)
+
+        def fast_micro(b, g, fakes=fakes):
+            loss, log, x0 = nets.fast_loss(adapter, disc_unwrapped, b, g)
+            fakes.append(x0)
+            return loss, log
+
+        if "fast" in cfg.phases:
+            out = accumulate(accelerator, adapter, optimizer, adapter_params,
+                             [lambda b=b, g=g: fast_micro(b, g) for b, g in micro], cfg.max_grad_norm)
+            logs.update({"fast/loss": out[-1]["loss"], "fast/background": out[-1]["bg"],
+                         "fast/gan_g": out[-1]["gan_g"]})
+        else:
+            fakes = [nets.generate(adapter, b, g) for b, g in micro]
+        disc_unwrapped.requires_grad_(True)
+    if "disc" in cfg.phases:
+        d_optimizer.zero_grad(set_to_none=True)
+        out = accumulate(accelerator, disc, d_optimizer, list(disc.parameters()),
+                         [lambda b=b, g=g, f=f: nets.disc_loss(disc, b, f, g) for (b, g), f in zip(micro, fakes)],
+                         cfg.max_grad_norm)
+        logs.update({"disc/loss": out[-1]["loss"], "disc/fake_diffusion": out[-1]["fake_diff"],
+                     "disc/gan": out[-1]["gan_d"]})
     return logs
 
 
 def train(cfg: TurboFillConfig, config_path: str = "") -> dict:
-    from tqdm.auto import tqdm
-
     check_config(cfg)
-    out_dir = Path(cfg.output_dir)
     items, skipped = scan_fill_dataset(cfg.images_dir, cfg.default_caption)
-    train_items = items[: -cfg.eval_count] if len(items) > cfg.eval_count else items
-    eval_items = items[-cfg.eval_count:]
-    accelerator = make_accelerator(cfg, out_dir)
+    train_items, eval_items = split_eval(items, cfg.eval_count)
+    accelerator = make_accelerator(cfg, Path(cfg.output_dir))
     device, rank = accelerator.device, accelerator.process_index
     dtype = frozen_dtype(cfg, device)
     base = load_base_model(cfg.base_model, single_file_config=cfg.single_file_config or None).frozen()
@@ -331,96 +318,25 @@ def train(cfg: TurboFillConfig, config_path: str = "") -> dict:
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     d_optimizer = torch.optim.AdamW(disc.parameters(), lr=cfg.d_lr, weight_decay=cfg.weight_decay)
     adapter, optimizer, disc, d_optimizer = accelerator.prepare(adapter, optimizer, disc, d_optimizer)
-    unwrapped, disc_unwrapped = accelerator.unwrap_model(adapter), accelerator.unwrap_model(disc)
-    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    extras = {"discriminator": (disc, d_optimizer)}
+    unwrapped = accelerator.unwrap_model(adapter)
     nets = Networks(cfg, base, fast, adapter, disc, dtype)
-
-    metrics: dict = {"eval": {}, "skipped": skipped}
-    start = 0
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is not None:
-        start, metrics = resume_state(ckpt, cfg, unwrapped, optimizer, ema, extras, accelerator)
     eval_batches = [make_batch(cfg, base, eval_items, range(i, min(i + cfg.batch_size, len(eval_items))), device, dtype)
                     for i in range(0, len(eval_items), cfg.batch_size)]
-    accelerator.init_trackers("turbofill", config={k: str(v) for k, v in config_dict(cfg).items()})
-    if "initial" not in metrics:
-        metrics["initial"] = nets.evaluate(unwrapped, eval_batches, cfg.seed)
-        metrics["eval"]["0"] = metrics["initial"]
 
-    adapter_params = [p for p in adapter.parameters() if p.requires_grad]
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="TurboFill",
-               disable=not accelerator.is_main_process, dynamic_ncols=True)
-    t0, step_times = time.time(), []
-    for step in bar:
-        step_start = time.perf_counter()
+    def step(i: int) -> dict:
         micro = []
         for m in range(cfg.grad_accum):
-            g = step_generator(cfg.seed, step * cfg.grad_accum + m, rank)
+            g = step_generator(cfg.seed, i * cfg.grad_accum + m, rank)
             indices = torch.randint(len(train_items), (cfg.batch_size,), generator=g).tolist()
             micro.append((make_batch(cfg, base, train_items, indices, device, dtype), g))
-        logs = {}
-        if "slow" in cfg.phases:
-            out = _accumulate(accelerator, adapter, optimizer, adapter_params,
-                              [lambda b=b, g=g: (nets.slow_loss(adapter, b, g), {}) for b, g in micro], cfg.max_grad_norm)
-            logs["slow/loss"] = sum(o["loss"] for o in out) / len(out)
-        fakes = []
-        if "fast" in cfg.phases or "disc" in cfg.phases:
-            disc_unwrapped.requires_grad_(False)
+        return three_updates(cfg, accelerator, nets, micro, adapter, optimizer, disc, d_optimizer)
 
-            def fast_micro(b, g):
-                loss, log, x0 = nets.fast_loss(adapter, disc_unwrapped, b, g)
-                fakes.append(x0)
-                return loss, log
-
-            if "fast" in cfg.phases:
-                out = _accumulate(accelerator, adapter, optimizer, adapter_params,
-                                  [lambda b=b, g=g: fast_micro(b, g) for b, g in micro], cfg.max_grad_norm)
-                logs.update({"fast/loss": out[-1]["loss"], "fast/background": out[-1]["bg"], "fast/gan_g": out[-1]["gan_g"]})
-            else:
-                fakes = [nets.generate(adapter, b, g) for b, g in micro]
-            disc_unwrapped.requires_grad_(True)
-        if "disc" in cfg.phases:
-            d_params = list(disc.parameters())
-            d_optimizer.zero_grad(set_to_none=True)
-            out = _accumulate(accelerator, disc, d_optimizer, d_params,
-                              [lambda b=b, g=g, f=f: nets.disc_loss(disc, b, f, g) for (b, g), f in zip(micro, fakes)],
-                              cfg.max_grad_norm)
-            logs.update({"disc/loss": out[-1]["loss"], "disc/fake_diffusion": out[-1]["fake_diff"],
-                         "disc/gan": out[-1]["gan_d"]})
-        if ema is not None:
-            ema.update(unwrapped, step)
-        step_times.append(time.perf_counter() - step_start)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            accelerator.log(logs, step=done)
-            bar.set_postfix({k.split("/")[0]: f"{v:.4f}" for k, v in logs.items() if k.endswith("loss")})
-        if done % cfg.eval_every == 0 or done == cfg.max_steps:
-            with ema_weights(unwrapped, ema):
-                values = nets.evaluate(unwrapped, eval_batches, cfg.seed)
-            metrics["eval"][str(done)] = values
-            accelerator.log({f"eval/{k}": v for k, v in values.items()}, step=done)
-        if accelerator.is_main_process and (done % cfg.preview_every == 0 or done == cfg.max_steps):
-            with ema_weights(unwrapped, ema):
-                rows = nets.preview_rows(unwrapped, head(eval_batches[0], cfg.preview_count), cfg.seed)
-            log_images(accelerator, "preview", save_preview(out_dir / "previews" / f"step_{done:08d}.png", rows), done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-            save_state(out_dir, done, cfg, unwrapped, optimizer, ema, extras, metrics, accelerator)
-    metrics["final"] = metrics["eval"].get(str(cfg.max_steps), metrics["initial"])
-    digest = weights_digest(unwrapped, ema)
-    rank_file(out_dir, rank, digest)
-    summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
-               "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
-               **peak_memory(device), "initial": metrics["initial"], "final": metrics["final"],
-               "skipped_samples": len(skipped), "weights_sha256": digest}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with ema_weights(unwrapped, ema):
-            path = export(cfg, config_path, base, unwrapped)
-        summary["weights"] = str(path)
-        atomic_json(out_dir / "metrics.json", {**metrics, **summary})
-    accelerator.end_training()
-    return summary
+    return run_training(cfg, accelerator, Recipe(
+        name="TurboFill", model=adapter, optimizer=optimizer, step=step, extras={"discriminator": (disc, d_optimizer)},
+        evaluate=lambda: nets.evaluate(unwrapped, eval_batches, cfg.seed),
+        preview=lambda: nets.preview_rows(unwrapped, head(eval_batches[0], cfg.preview_count), cfg.seed),
+        export=lambda: export(cfg, config_path, base, unwrapped),
+        metrics={"skipped": skipped}, summary={"skipped_samples": len(skipped)}))
 
 
 def export(cfg, config_path, base, adapter: TurboFillAdapter) -> Path:
@@ -431,16 +347,12 @@ def export(cfg, config_path, base, adapter: TurboFillAdapter) -> Path:
     state = {k: v.detach().cpu() for k, v in adapter.state_dict().items()}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turbofill", title="TurboFill adapter",
                       reference="https://arxiv.org/abs/2504.00996",
-                      description=f"TurboFill inpainting adapter for the few-step {Path(cfg.fast_unet or cfg.base_model).name}")
+                      description=f"TurboFill inpainting adapter for the few-step "
+                                  f"{Path(cfg.fast_unet or cfg.base_model).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-
-    config_path, argv = split_config_arg(sys.argv[1:] if argv is None else argv)
-    cfg = build_config(TurboFillConfig, config_path or None, argv)
-    print(json.dumps(train(cfg, config_path)))
-    return 0
+    return cli(TurboFillConfig, train, argv)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-SNAPSHOT = Path(__file__).resolve().parent.parent / "data" / "node_schemas.json"
+from tools.workflow_check import PACK_SCHEMAS as SNAPSHOT
+from tools.workflow_check import load_pack_schemas as load_snapshot  # noqa: F401 (the tests' name for it)
+
 HOST_KEYS = {"python_module"}  # depend on the install folder, not on the node
+NEWER_DEFAULTS = {"is_input_list": False, "dev_only": False, "has_intermediate_output": False}  # keys newer
+# ComfyUI builds (0.38) add to every node; at these values they say nothing 0.3.64's snapshot does not
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")  # Combo file lists (SAM2 Loader also lists Meta's .pt)
 
 
@@ -35,7 +38,8 @@ def normalise(info: dict) -> dict:
         for spec in group.values():
             if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
                 spec[1]["options"] = [o for o in spec[1]["options"] if not str(o).endswith(WEIGHT_SUFFIXES)]
-    return {k: v for k, v in data.items() if k not in HOST_KEYS and v is not None}
+    return {k: v for k, v in data.items()
+            if k not in HOST_KEYS and v is not None and not (k in NEWER_DEFAULTS and v == NEWER_DEFAULTS[k])}
 
 
 def _asdict(info) -> dict:
@@ -46,10 +50,6 @@ def _asdict(info) -> dict:
 
 def render_all(nodes: list) -> dict:
     return {n.GET_SCHEMA().node_id: render(n) for n in nodes}
-
-
-def load_snapshot() -> dict:
-    return json.loads(SNAPSHOT.read_text(encoding="utf-8"))
 
 
 def main() -> int:

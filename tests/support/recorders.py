@@ -3,7 +3,8 @@ from __future__ import annotations
 
 
 class InputRecorder:
-    """UNet function wrapper (``set_model_unet_function_wrapper``) recording the VE model input x and σ of every call."""
+    """UNet function wrapper (``set_model_unet_function_wrapper``) recording the VE model input x and σ of every
+    call."""
 
     def __init__(self):
         self.inputs, self.sigmas = [], []

@@ -89,7 +89,8 @@ def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = Fa
 def main() -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Save a tiny random diffusers base model (for the tiny trainer configs).")
+    parser = argparse.ArgumentParser(description="Save a tiny random diffusers base model "
+                                                 "(for the tiny trainer configs).")
     parser.add_argument("folder")
     parser.add_argument("--sd15-shapes", action="store_true", help="SD1.5 detection shapes (ComfyUI loads it)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Tiny random diffusers models built offline for CPU tests (methods.md §6)."""
+"""Tiny random diffusers models built offline for CPU tests (docs/methods.md §6)."""
 from __future__ import annotations
 
 import numpy as np

@@ -16,8 +16,6 @@ import torch
 from core.schedules import scaled_linear_alphas_cumprod
 from core.weights import check_suffix, read_header
 
-FAMILIES = ("sd15", "sd21", "sdxl")
-
 
 class BaseModelError(ValueError):
     """A base model path or layout the trainer cannot use."""
@@ -87,7 +85,8 @@ def family_of(unet_config: dict) -> str:
     """sd15 / sd21 / sdxl from a diffusers UNet config; ``custom`` for other (e.g. test) shapes."""
     if unet_config.get("addition_embed_type") == "text_time":
         return "sdxl"
-    if unet_config.get("in_channels") == 4 and tuple(unet_config.get("block_out_channels", ())) == (320, 640, 1280, 1280):
+    if (unet_config.get("in_channels") == 4
+            and tuple(unet_config.get("block_out_channels", ())) == (320, 640, 1280, 1280)):
         return {768: "sd15", 1024: "sd21"}.get(unet_config.get("cross_attention_dim"), "custom")
     if unet_config.get("cross_attention_dim") == 768 and unet_config.get("block_out_channels", [0])[0] == 320:
         return "sd15"  # reduced SD1.5 architectures (tests): ComfyUI detects them as SD1.5 too
@@ -130,7 +129,8 @@ def check_base_model(path: str | Path, single_file_config: str | Path | None = N
             raise BaseModelError(f"base_model: {path} is not a diffusers folder (needs unet/, vae/, text_encoder/, …)")
         return
     if not path.is_file():
-        raise BaseModelError(f"base_model: {path} does not exist (give a diffusers folder or a .safetensors checkpoint)")
+        raise BaseModelError(f"base_model: {path} does not exist "
+                             "(give a diffusers folder or a .safetensors checkpoint)")
     check_suffix(path)
     if single_file_config is None or not Path(single_file_config).is_dir():
         raise BaseModelError(

@@ -11,6 +11,36 @@ from pathlib import Path
 import yaml
 
 
+@dataclasses.dataclass
+class RunConfig:
+    """The options every trainer has; a trainer's config adds its paper's own and restates the defaults it changes."""
+
+    base_model: str = ""  # diffusers folder or single-file .safetensors of the base model
+    single_file_config: str = ""  # diffusers config folder for a single-file base
+    output_dir: str = "runs/run"  # checkpoints, previews, TensorBoard logs, metrics.json and the exported file
+    name: str = "run"  # stem of the exported weight file and manifest id
+    resolution: int = 1024
+    batch_size: int = 1
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000
+    lr: float = 1e-5
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    mixed_precision: str = "bf16"  # no | fp16 | bf16
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_every: int = 250
+    preview_every: int = 250
+    preview_count: int = 4
+    export_dtype: str = "fp16"  # fp32 | fp16 | bf16
+    manifest: str = ""  # a weights_manifest.json to add the entry to (e.g. the pack's)
+    license: str = "same as the base model"
+
+
 class ConfigError(ValueError):
     """A config file or override that does not fit the trainer's config dataclass."""
 

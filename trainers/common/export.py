@@ -81,8 +81,8 @@ def export_run(cfg, config_path: str, module: str, state_dict: dict, metadata: d
                           EXPORT_DTYPES[cfg.export_dtype])
     entry = manifest_entry(
         path, id=cfg.name.lower().replace("_", "-"), kind=kind, name=f"{title} ({cfg.name})", base=base.family.upper(),
-        base_family=base.family, node=LOADER_NODES[kind], trainer=module, command=command_line(module), config=config_path,
-        license=cfg.license, reference=reference, description=description,
+        base_family=base.family, node=LOADER_NODES[kind], trainer=module, command=command_line(module),
+        config=config_path, license=cfg.license, reference=reference, description=description,
     )
     write_entry(entry, path.with_suffix(".manifest.json"), cfg.manifest or None)
     return path

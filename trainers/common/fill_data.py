@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .data import DataError
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, centre_square
 
 MASK_SUFFIX = "_mask"
 log = logging.getLogger(__name__)
@@ -84,8 +84,5 @@ def load_mask(path: Path, resolution: int) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as img:
-        img = img.convert("L")
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.NEAREST)
+        img = centre_square(img.convert("L"), resolution, Image.NEAREST)
         return torch.from_numpy((np.asarray(img) > 127).astype(np.float32))[None]

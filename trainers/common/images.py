@@ -20,7 +20,8 @@ class ImageItem:
     caption: str
 
 
-def scan_images(folder: str | Path, default_caption: str = "", what: str = "images_dir") -> tuple[list[ImageItem], list[str]]:
+def scan_images(folder: str | Path, default_caption: str = "",
+                what: str = "images_dir") -> tuple[list[ImageItem], list[str]]:
     """Readable images with their captions, and one line per skipped file (never raises mid-run)."""
     from PIL import Image
 
@@ -49,13 +50,17 @@ def scan_images(folder: str | Path, default_caption: str = "", what: str = "imag
     return items, skipped
 
 
+def centre_square(img, resolution: int, resample):
+    """A PIL image centre-cropped to a square and resized to ``resolution``² (images and their masks alike)."""
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return img.crop((left, top, left + side, top + side)).resize((resolution, resolution), resample)
+
+
 def load_image(path: Path, resolution: int) -> torch.Tensor:
     """(3,R,R) float in [0, 1]: RGB, centre-cropped to a square, resized with Lanczos."""
     from PIL import Image
 
     with Image.open(path) as img:
-        img = img.convert("RGB")
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+        img = centre_square(img.convert("RGB"), resolution, Image.LANCZOS)
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)

@@ -1,6 +1,6 @@
 """Walk a diffusers UNet2DConditionModel's own modules with two extras the trainers need:
 
-- a per-pixel timestep map (RAD §3.3): the time MLP and every ResNet's time projection per pixel,
+- a per-pixel timestep map (RAD, docs/methods.md §3.3): the time MLP and every ResNet's time projection per pixel,
   from ``core.rad`` so the trainer and the ComfyUI patch share one definition;
 - adapter residuals in ComfyUI's control layout (``input`` after every encoder layer, ``middle``
   after the middle block, ``output`` on the decoder's skip inputs, each list popped from its end

@@ -1,11 +1,11 @@
-"""Source of the example workflows: one graph description → UI workflow + API twin.
+"""The generator of the shipped workflows: one graph description → a UI template and its API twin.
 
-    python -m tests.support.example_graphs --write
+    python -m tools.example_graphs --write     # after changing a graph here or a node's schema
 
-writes ``examples_workflows/<name>.json`` (UI format, for users), ``examples_workflows/<name>.api.json``
-(API format, what tests submit to ``POST /prompt``) and a copy of the UI file in
-``example_workflows/`` (the folder ComfyUI's template browser reads). ``tests/test_workflows.py``
-fails when the committed files differ from what this module generates.
+writes ``example_workflows/<name>.json`` (UI format: the templates ComfyUI's template browser lists) and
+``examples_workflows/<name>.api.json`` (API format: the graph to script against ``POST /prompt`` and share;
+what the real-host tests submit). No file is in both folders. ``tests/test_workflows.py`` fails when the
+committed files differ from what this module generates.
 """
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .node_schemas import load_snapshot
-from .workflow_check import input_specs, is_widget, load_object_info
+from .workflow_check import input_specs, is_widget, load_object_info, load_pack_schemas
 
-REPO = Path(__file__).resolve().parents[2]
-UI_DIR = REPO / "examples_workflows"
-TEMPLATE_DIR = REPO / "example_workflows"
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE_DIR = REPO / "example_workflows"  # UI templates (ComfyUI discovers <pack>/example_workflows)
+API_DIR = REPO / "examples_workflows"  # API-format twins
 PACK_ID = "fewstep-fill-edit"
 CORE_VERSION = "0.3.64"
 
@@ -172,7 +171,8 @@ def edit_graph(method: str) -> Graph:
     if encoder:
         nodes.append(Node(11, "FewStepTurboEditLoader", {"encoder_name": "turboedit_sdxl_turbo.safetensors"},
                           {"model": (1, 0)}, size=(320, 80)))
-    return Graph(name=f"instant_edit_{method}", title=f"Instant edit ({'TurboEdit encoder' if encoder else 'exact inversion'})",
+    return Graph(name=f"instant_edit_{method}",
+                 title=f"Instant edit ({'TurboEdit encoder' if encoder else 'exact inversion'})",
                  note=EDIT_NOTE.format(method="TurboEdit encoder" if encoder else "exact inversion", detail=detail),
                  nodes=nodes)
 
@@ -215,7 +215,8 @@ def rad_graph() -> Graph:
 TURBOFILL_NOTE = """## TurboFill inpaint
 
 Needs a TurboFill adapter for your few-step checkpoint in `models/fewstep/turbofill/`, made with
-`python -m trainers.turbofill --config trainers/configs/turbofill_sdxl.yaml --base_model=<SDXL base> --fast_unet=<DMD2 UNet>`.
+`python -m trainers.turbofill --config trainers/configs/turbofill_sdxl.yaml --base_model=<SDXL base> \
+--fast_unet=<DMD2 UNet>`.
 
 **TurboFill Adapter Apply** attaches the adapter to the conditioning like Apply ControlNet: at every step it
 reads the noisy latent, the image with its hole blacked out (encoded by the VAE) and the mask, and adds its
@@ -436,7 +437,8 @@ def to_ui(graph: Graph, object_info: dict) -> dict:
                          "order": len(graph.nodes), "mode": 0, "inputs": [], "outputs": [],
                          "title": "How to use", "properties": {}, "widgets_values": [graph.note]})
     return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fewstep-fill-edit/{graph.name}")),  # the front end wants a UUID; stable per name
+        # the front end wants a UUID; stable per name
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fewstep-fill-edit/{graph.name}")),
         "revision": 0,
         "last_node_id": max(n["id"] for n in ui_nodes),
         "last_link_id": link_id,
@@ -484,14 +486,12 @@ def dump(data: dict) -> str:
 
 def rendered_files() -> dict[Path, str]:
     """Every example file this module produces, path → text."""
-    object_info = load_object_info(load_snapshot())
+    object_info = load_object_info(load_pack_schemas())
     files = {}
     for make in GRAPHS:
         graph = make()
-        ui = dump(to_ui(graph, object_info))
-        files[UI_DIR / f"{graph.name}.json"] = ui
-        files[TEMPLATE_DIR / f"{graph.name}.json"] = ui
-        files[UI_DIR / f"{graph.name}.api.json"] = dump(to_api(graph, object_info))
+        files[TEMPLATE_DIR / f"{graph.name}.json"] = dump(to_ui(graph, object_info))
+        files[API_DIR / f"{graph.name}.api.json"] = dump(to_api(graph, object_info))
     return files
 
 

@@ -10,12 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SHARED_OBJECT_INFO = Path(__file__).resolve().parents[3] / "shared" / "comfyui" / "object_info.json"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_OBJECT_INFO = REPO.parent / "shared" / "comfyui" / "object_info.json"  # core nodes, ComfyUI 0.3.64
+PACK_SCHEMAS = REPO / "tests" / "data" / "node_schemas.json"  # the pack's nodes (python -m tests.support.node_schemas)
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize", True, False}
 VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only; never sent to the server
 PSEUDO_FILES = {"pixel_space", "taesd", "taesdxl", "taesd3", "taef1", "None", "none"}
 FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".png", ".jpg", ".jpeg", ".webp")
+
+
+def load_pack_schemas() -> dict:
+    """The pack's own ``/object_info`` entries as last snapshotted from the node code."""
+    return json.loads(PACK_SCHEMAS.read_text(encoding="utf-8"))
 
 
 def load_object_info(extra: dict | None = None, path: Path = SHARED_OBJECT_INFO) -> dict:
@@ -230,7 +237,7 @@ def _ui_link_errors(link, nodes, object_info) -> list[str]:
 
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """API-format prompt of a UI workflow (active nodes only; widget values and links by name)."""
-    links = {l[0]: l for l in workflow.get("links", [])}
+    links = {link[0]: link for link in workflow.get("links", [])}
     api = {}
     for node in workflow["nodes"]:
         if node.get("mode", 0) != 0 or node["type"] in VIRTUAL_NODES:

@@ -1,0 +1,71 @@
+"""ComfyUI in-process for the benchmarks: one set-up (device, threads, no progress bars, the pack imported the
+way ComfyUI imports it) and the tiny random SD1.5-architecture checkpoint they time on.
+
+Benchmarks are run as scripts (``python benchmarks/<name>.py``), so this file is imported by its folder on
+``sys.path``; the test helpers are loaded by path, since ComfyUI's own ``tests`` package shadows ours.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACK = "fewstep_pack"
+
+
+def load_module(name: str, path: Path):
+    """Import the file ``path`` as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def host_arguments(parser: argparse.ArgumentParser, *, size: int, repeats: int) -> argparse.ArgumentParser:
+    """The options every benchmark has: the ComfyUI checkout, the checkpoint, image size, repeats, threads, GPU."""
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI checkout (or COMFYUI_DIR)")
+    parser.add_argument("--checkpoint", help="checkpoint to time (default: the ~100 M random SD1.5-shaped one)")
+    parser.add_argument("--size", type=int, default=size, help="image side in pixels")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs of each variant, alternating")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--gpu", action="store_true", help="ComfyUI's default device instead of --cpu")
+    return parser
+
+
+def start_from_arguments(parser: argparse.ArgumentParser, args):
+    """:func:`start_comfyui` with the parsed :func:`host_arguments` (a usage error when no ComfyUI is given)."""
+    if not args.comfyui:
+        parser.error("set COMFYUI_DIR or pass --comfyui")
+    return start_comfyui(args.comfyui, gpu=args.gpu, threads=args.threads)
+
+
+def start_comfyui(comfyui: str, *, gpu: bool = False, threads: int = 2):
+    """Make ComfyUI at ``comfyui`` importable, on the CPU unless ``gpu`` (its default device then), with
+    ``threads`` torch threads and no progress bars; import the pack as ``fewstep_pack``. Returns the pack."""
+    sys.path.insert(0, str(Path(comfyui).resolve()))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = not gpu
+    import torch
+
+    torch.set_num_threads(threads)
+    import comfy.utils
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    return sys.modules.get(PACK) or load_module(PACK, REPO / "__init__.py")
+
+
+def tiny_sd15(checkpoint: str | None = None, *, levels: int = 2, vae: bool = True):
+    """(checkpoint path, (MODEL, CLIP, VAE)) through ComfyUI's loader: ``checkpoint``, or the random SD1.5-shaped
+    one (2 levels, 320/640 channels, ~100 M UNet parameters) built by tests/support/build_tiny_checkpoint.py."""
+    import comfy.sd
+
+    if checkpoint is None:
+        helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
+        checkpoint = str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=levels))
+    model, clip, vae_model, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=vae, output_clip=True)
+    return checkpoint, (model, clip, vae_model)
