@@ -78,7 +78,8 @@ def load_world(folder: str | Path = WEIGHTS) -> World:
 
     folder = Path(folder)
     if not (folder / "turbo" / "unet").is_dir():
-        raise FileNotFoundError(f"{folder}: no built world (turbo/unet); run python -m benchmarks.world build --out {folder}")
+        raise FileNotFoundError(f"{folder}: no built world (turbo/unet); "
+                                f"run python -m benchmarks.world build --out {folder}")
     kw = {"torch_dtype": torch.float32, "local_files_only": True}
     vae = AutoencoderKL.from_pretrained(folder / "turbo" / "vae", **kw).eval()
     judge = models.Judge()
@@ -333,9 +334,11 @@ def all_rows() -> list[Row]:
     for n in (1, 2, 4):
         rows.append(Row(f"fewstep_{n}", "FewStep Blended Sampler", n, n, fewstep_row(n)))
     for n in (1, 2, 4):
-        rows.append(Row(f"fewstep_{n}_reblend", "FewStep Blended Sampler + Re-Blend", n, n, fewstep_row(n, reblend=True)))
+        rows.append(Row(f"fewstep_{n}_reblend", "FewStep Blended Sampler + Re-Blend", n, n,
+                        fewstep_row(n, reblend=True)))
     rows += [
-        Row("fewstep_4_hole_noise", "FewStep Blended Sampler, hole_init noise", 4, 4, fewstep_row(4, hole_init="noise")),
+        Row("fewstep_4_hole_noise", "FewStep Blended Sampler, hole_init noise", 4, 4,
+            fewstep_row(4, hole_init="noise")),
         Row("fewstep_4_known_start", "FewStep Blended Sampler, known_noise start", 4, 4,
             fewstep_row(4, known_noise="start")),
         Row("rad_4_no_lora", "Region-Aware Sampler, no LoRA", 4, 4, rad_row(4)),
@@ -383,7 +386,7 @@ def case_metrics(world: World, batch: Batch, generated: torch.Tensor) -> list[di
     if judged:
         idx = torch.tensor(judged)
         got = region_matches(world.judge, composite[idx], batch.masks[idx], shapes, colours)
-        for n, s, c, g in zip(judged, shapes, colours, got):
+        for n, _s, c, g in zip(judged, shapes, colours, got):
             semantic[n] = g * 2 if c == -1 else g  # "none" has no colour: shape only
     out = []
     for n in range(len(batch.cases)):
@@ -440,7 +443,8 @@ def run_rows(world: World, batch: Batch, rows: list[Row], seed: int = ROW_SEED) 
         metrics = aggregate(per_case)
         metrics.pop("cases")
         results.append({"task": "inpaint", "method": row.method, "name": row.name, "steps": row.steps,
-                        "nfe": row.nfe, "seconds": round(seconds, 3), "seconds_per_image": round(seconds / len(batch.cases), 4),
+                        "nfe": row.nfe, "seconds": round(seconds, 3),
+                        "seconds_per_image": round(seconds / len(batch.cases), 4),
                         "metrics": metrics, "per_case": per_case})
         images[row.name] = generated
     return results, images
@@ -452,15 +456,17 @@ def markdown(report: dict) -> str:
              f"`{report['command']}` on {report['machine']}; {report['cases']} inpainting cases.", "",
              f"World: judge accuracy {w.get('judge_accuracy')}, caption agreement "
              + ", ".join(f"{k} {v}" for k, v in (w.get("caption_agreement") or {}).items()), "",
-             "| row | steps | NFE | known max Δ before | after | hole PSNR dB | hole MSE | semantic | seam | ring colour shift | s/image |",
+             "| row | steps | NFE | known max Δ before | after | hole PSNR dB | hole MSE | semantic | seam "
+             "| ring colour shift | s/image |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         m = r["metrics"]
 
-        def f(key, fmt="{:.3f}"):
+        def f(key, fmt="{:.3f}", m=m):
             return fmt.format(m[key]) if key in m else "–"
 
-        lines.append(f"| {r['name']} | {r['steps']} | {r['nfe']} | {f('known_max_abs_before')} | {f('known_max_abs_after', '{:g}')} | "
+        lines.append(f"| {r['name']} | {r['steps']} | {r['nfe']} | {f('known_max_abs_before')} | "
+                     f"{f('known_max_abs_after', '{:g}')} | "
                      f"{f('hole_psnr_db', '{:.2f}')} | {f('hole_mse', '{:.4f}')} | {f('semantic_agreement')} | "
                      f"{f('seam_score')} | {f('ring_colour_shift', '{:.1f}')} | {r['seconds_per_image']:.4f} |")
     return "\n".join(lines) + "\n"

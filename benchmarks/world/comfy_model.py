@@ -19,7 +19,8 @@ def ldm_unet_config(diffusers: dict) -> dict:
         "out_channels": int(diffusers["out_channels"]), "model_channels": channels[0],
         "num_res_blocks": [per_level] * len(channels), "channel_mult": [c // channels[0] for c in channels],
         "transformer_depth": [d for d in down_attn for _ in range(per_level)],
-        "transformer_depth_output": [d for d in reversed(up_attn) for _ in range(per_level + 1)],  # ComfyUI pops from the end
+        # ComfyUI pops from the end
+        "transformer_depth_output": [d for d in reversed(up_attn) for _ in range(per_level + 1)],
         "transformer_depth_middle": 1, "context_dim": int(diffusers["cross_attention_dim"]),
         "use_spatial_transformer": True, "use_linear_in_transformer": bool(diffusers.get("use_linear_projection")),
         "legacy": False, "adm_in_channels": None, "use_temporal_attention": False, "use_temporal_resblock": False,

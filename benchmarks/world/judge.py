@@ -133,4 +133,5 @@ def region_matches(judge, images: torch.Tensor, regions: torch.Tensor, shapes: l
                    device="cpu") -> list[float]:
     """Per image: the share of {shape, colour} the judge reads in ``regions`` that match the prompt's object."""
     got = predict(judge, images, regions, device)
-    return [float((int(s) == a) + (int(c) == b)) / 2 for s, c, a, b in zip(got["shape"], got["colour"], shapes, colours)]
+    return [float((int(s) == a) + (int(c) == b)) / 2
+            for s, c, a, b in zip(got["shape"], got["colour"], shapes, colours)]
