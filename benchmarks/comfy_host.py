@@ -25,6 +25,20 @@ def load_module(name: str, path: Path):
     return module
 
 
+def test_support(name: str):
+    """``tests/support/<name>.py`` imported as a module of a package of its own (``fewstep_test_support``), so its
+    relative imports work while ComfyUI's own ``tests`` package is first on ``sys.path``."""
+    package = "fewstep_test_support"
+    if package not in sys.modules:
+        folder = REPO / "tests" / "support"
+        spec = importlib.util.spec_from_file_location(package, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.{name}")
+
+
 def host_arguments(parser: argparse.ArgumentParser, *, size: int, repeats: int) -> argparse.ArgumentParser:
     """The options every benchmark has: the ComfyUI checkout, the checkpoint, image size, repeats, threads, GPU."""
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI checkout (or COMFYUI_DIR)")
@@ -65,7 +79,7 @@ def tiny_sd15(checkpoint: str | None = None, *, levels: int = 2, vae: bool = Tru
     import comfy.sd
 
     if checkpoint is None:
-        helpers = load_module("fewstep_comfy_server", REPO / "tests" / "support" / "comfy_server.py")
+        helpers = test_support("comfy_server")
         checkpoint = str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=levels))
     model, clip, vae_model, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=vae, output_clip=True)
     return checkpoint, (model, clip, vae_model)

@@ -255,8 +255,9 @@ def test_prompt_list_must_match_the_batch(model, images):
 
 @requires_comfyui
 def test_json_prompt_formats_and_the_batch_rule():
+    prompt = pack_module("core.segment").Prompt  # the class the node module sees (the pack imported as ComfyUI does)
     one = prompts_from_json('[{"x": 1, "y": 2}, [3, 4]]', "[]", "[0, 0, 5, 6]", 3)
-    assert one == [seg.Prompt(((1.0, 2.0), (3.0, 4.0)), (), ((0.0, 0.0, 5.0, 6.0),))] * 3
+    assert one == [prompt(((1.0, 2.0), (3.0, 4.0)), (), ((0.0, 0.0, 5.0, 6.0),))] * 3
     per_image = prompts_from_json('[[{"x": 1, "y": 2}], []]', '[[7, 8]]', "", 2)
     assert [p.positive_points for p in per_image] == [((1.0, 2.0),), ()]
     assert [p.negative_points for p in per_image] == [((7.0, 8.0),)] * 2
