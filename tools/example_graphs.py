@@ -54,6 +54,30 @@ and **Exact Composite** pastes the result back so unmasked pixels are identical 
 **Re-Blend** gives the hole fresh noise; swap its RandomNoise for *Inverse Noise Init* once InverFill weights exist."""
 
 
+def blended_inpaint(mask: tuple[int, int], grow: int, prefix: str) -> list[Node]:
+    """Nodes 4–14 of a no-weights few-step inpaint: encode, noise mask, Re-Blend, FewStep Schedule + Blended
+    Sampler through SamplerCustomAdvanced, decode, Exact Composite, save (checkpoint 1, image 2, prompt 3)."""
+    return [
+        Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": mask}, size=(210, 50)),
+        Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
+        Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": mask}, size=(260, 100)),
+        Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
+        Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
+             size=(260, 90)),
+        Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
+             {"model": (1, 0)}, size=(260, 130)),
+        Node(11, "SamplerCustomAdvanced", links={
+            "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
+            size=(240, 110)),
+        Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(13, "FewStepExactComposite", {"grow": grow, "feather": 4, "color_match": 1.0},
+             {"original": (2, 0), "generated": (12, 0), "mask": mask}, size=(280, 170)),
+        Node(14, "SaveImage", {"filename_prefix": prefix}, {"images": (13, 0)},
+             size=(400, 450)),
+    ]
+
+
 def inpaint_graph() -> Graph:
     """Few-step inpainting with only core nodes and ours (issue: no extra weights)."""
     return Graph(
@@ -65,23 +89,7 @@ def inpaint_graph() -> Graph:
             Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
             Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
                  {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
-            Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
-            Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": (2, 1)}, size=(260, 100)),
-            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
-                 size=(260, 90)),
-            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
-                 {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", links={
-                "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
-                size=(240, 110)),
-            Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(13, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
-                 {"original": (2, 0), "generated": (12, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(14, "SaveImage", {"filename_prefix": "fewstep_inpaint"}, {"images": (13, 0)},
-                 size=(400, 450)),
+            *blended_inpaint(mask=(2, 1), grow=0, prefix="fewstep_inpaint"),
         ],
     )
 
@@ -294,23 +302,7 @@ def sam2_graph() -> Graph:
                  title="Grow the hole a little", size=(240, 90)),
             Node(18, "MaskToImage", links={"mask": (17, 0)}, size=(200, 30)),
             Node(19, "PreviewImage", links={"images": (18, 0)}, title="SAM2 mask", size=(240, 250)),
-            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (17, 0)}, size=(210, 50)),
-            Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
-            Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": (17, 0)}, size=(260, 100)),
-            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
-                 size=(260, 90)),
-            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
-                 {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", links={
-                "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
-                size=(240, 110)),
-            Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(13, "FewStepExactComposite", {"grow": 4, "feather": 4, "color_match": 1.0},
-                 {"original": (2, 0), "generated": (12, 0), "mask": (17, 0)}, size=(280, 170)),
-            Node(14, "SaveImage", {"filename_prefix": "sam2_click_inpaint"}, {"images": (13, 0)},
-                 size=(400, 450)),
+            *blended_inpaint(mask=(17, 0), grow=4, prefix="sam2_click_inpaint"),
         ],
     )
 
