@@ -54,12 +54,29 @@ and **Exact Composite** pastes the result back so unmasked pixels are identical 
 **Re-Blend** gives the hole fresh noise; swap its RandomNoise for *Inverse Noise Init* once InverFill weights exist."""
 
 
+def inpaint_inputs() -> list[Node]:
+    """Nodes 1–3 of every inpaint template: the few-step checkpoint, the image with its painted mask, the prompt."""
+    return [
+        Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+        Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
+        Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
+             {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+    ]
+
+
+def masked_latent(mask: tuple[int, int] = (2, 1)) -> list[Node]:
+    """Nodes 4–5: the image encoded, with ``mask`` (default: the painted one) as its noise mask."""
+    return [
+        Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": mask}, size=(210, 50)),
+    ]
+
+
 def blended_inpaint(mask: tuple[int, int], grow: int, prefix: str) -> list[Node]:
     """Nodes 4–14 of a no-weights few-step inpaint: encode, noise mask, Re-Blend, FewStep Schedule + Blended
     Sampler through SamplerCustomAdvanced, decode, Exact Composite, save (checkpoint 1, image 2, prompt 3)."""
     return [
-        Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-        Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": mask}, size=(210, 50)),
+        *masked_latent(mask),
         Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
         Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": mask}, size=(260, 100)),
         Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
@@ -85,10 +102,7 @@ def inpaint_graph() -> Graph:
         title="Few-step inpaint, no extra weights",
         note=INPAINT_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
-                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            *inpaint_inputs(),
             *blended_inpaint(mask=(2, 1), grow=0, prefix="fewstep_inpaint"),
         ],
     )
@@ -112,12 +126,7 @@ def inverfill_graph() -> Graph:
         title="InverFill inpaint",
         note=INVERFILL_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
-                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            *inpaint_inputs(), *masked_latent(),
             Node(6, "FewStepInverFillLoader", {"network_name": "inverfill_sdxl_turbo.safetensors"},
                  {"model": (1, 0)}, size=(320, 80)),
             Node(7, "FewStepInverseNoiseInit", {"seed": 7},
@@ -202,12 +211,7 @@ def rad_graph() -> Graph:
         title="Region-aware inpaint",
         note=RAD_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
-                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            *inpaint_inputs(), *masked_latent(),
             Node(6, "FewStepRegionAwareSampler",
                  {"steps": 4, "seed": 5, "cfg": 1.0, "rad_lora": "none", "lora_strength": 1.0},
                  {"model": (1, 0), "positive": (3, 0), "latent": (5, 0)}, size=(320, 260)),
@@ -240,12 +244,7 @@ def turbofill_graph() -> Graph:
         title="TurboFill inpaint",
         note=TURBOFILL_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
-                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
-            Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": (2, 1)}, size=(210, 50)),
+            *inpaint_inputs(), *masked_latent(),
             Node(6, "FewStepTurboFillLoader", {"adapter_name": "turbofill_sdxl.safetensors"},
                  {"model": (1, 0)}, size=(320, 80)),
             Node(7, "FewStepTurboFillAdapterApply",
@@ -290,10 +289,7 @@ def sam2_graph() -> Graph:
         title="SAM2 click → few-step inpaint",
         note=SAM2_NOTE,
         nodes=[
-            Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
-            Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
-            Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
-                 {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
+            *inpaint_inputs(),
             Node(15, "FewStepSAM2Loader", {"sam2_name": "sam2.1_hiera_tiny.pt"}, size=(320, 80)),
             Node(16, "FewStepSAM2Mask",
                  {"positive_points": '[{"x": 100, "y": 70}]', "multimask": "best", "negative_points": "[]",
