@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import host_arguments, start_from_arguments, tiny_sd15
+from comfy_host import host_arguments, masked_scene, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
@@ -31,17 +31,9 @@ def main() -> int:
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
     from fewstep_pack.nodes.sampler import FewStepBlendedSampler
-    from fewstep_pack.nodes.schedule import FewStepSchedule
 
     checkpoint, (model, clip, _) = tiny_sd15(args.checkpoint)
-    conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
-    side = args.size // 8
-    z = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))
-    mask = torch.zeros(1, args.size, args.size)
-    mask[:, args.size // 4: 3 * args.size // 4, args.size // 4: 3 * args.size // 4] = 1
-    latent = {"samples": z, "noise_mask": mask}
-
-    sigmas = FewStepSchedule.execute(model=model, steps=args.steps, spacing="trailing").result[0]
+    conds, latent, sigmas = masked_scene(model, clip, args.size, args.steps)
     ours_sampler = FewStepBlendedSampler.execute(hole_init="source").result[0]
 
     def ours() -> None:

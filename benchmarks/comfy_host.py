@@ -83,3 +83,26 @@ def tiny_sd15(checkpoint: str | None = None, *, levels: int = 2, vae: bool = Tru
         checkpoint = str(helpers.tiny_checkpoint(Path.home() / ".cache" / "fewstep-tests", levels=levels))
     model, clip, vae_model, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=vae, output_clip=True)
     return checkpoint, (model, clip, vae_model)
+
+
+def centre_box_mask(size: int):
+    """(1,size,size) MASK with the centre box (half the side) as the hole, the benchmarks' inpaint mask."""
+    import torch
+
+    mask = torch.zeros(1, size, size)
+    mask[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    return mask
+
+
+def masked_scene(model, clip, size: int, steps: int):
+    """What the sampler benchmarks time on: the prompt "a wooden bench" encoded, a seeded random latent of the
+    ``size``² image with :func:`centre_box_mask` as its noise mask, and FewStep Schedule's trailing sigmas."""
+    import torch
+
+    from fewstep_pack.nodes.schedule import FewStepSchedule
+
+    conds = clip.encode_from_tokens_scheduled(clip.tokenize("a wooden bench"))
+    z = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    latent = {"samples": z, "noise_mask": centre_box_mask(size)}
+    sigmas = FewStepSchedule.execute(model=model, steps=steps, spacing="trailing").result[0]
+    return conds, latent, sigmas

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import host_arguments, start_from_arguments, tiny_sd15
+from comfy_host import centre_box_mask, host_arguments, start_from_arguments, tiny_sd15
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,9 +47,7 @@ def graph_timings(args) -> dict:
     base_sd = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
     net = build_network(model, base_sd, {"kind": "inverfill", "key_format": "ldm", "masking": "pixel"}, "bench")
     image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(0))
-    mask = torch.zeros(1, args.size, args.size)
-    q = args.size // 4
-    mask[:, q:3 * q, q:3 * q] = 1
+    mask = centre_box_mask(args.size)
     sigmas = FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result[0]
     sampler = FewStepBlendedSampler.execute(known_noise="start").result[0]
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import host_arguments, start_comfyui, tiny_sd15
+from comfy_host import centre_box_mask, host_arguments, start_comfyui, tiny_sd15
 
 REPO = Path(__file__).resolve().parent.parent
 SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
@@ -77,8 +77,7 @@ def bench_comfy(args) -> dict:
     adapter = build_adapter(model, module.state_dict(), {"kind": "turbofill", "adapter_config": config.to_dict()},
                             "bench")
     image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(1))
-    mask = torch.zeros(1, args.size, args.size)
-    mask[:, args.size // 4: 3 * args.size // 4, args.size // 4: 3 * args.size // 4] = 1
+    mask = centre_box_mask(args.size)
     adapted, _ = TurboFillAdapterApply.execute(positive=conds, negative=conds, adapter=adapter, vae=vae, image=image,
                                                mask=mask).result
     latent = {"samples": torch.zeros(1, 4, args.size // 8, args.size // 8)}

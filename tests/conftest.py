@@ -204,65 +204,64 @@ def tiny_bases(tmp_path_factory):
             "sd15": build_tiny_base(root / "sd15", sd15_shapes=True)}
 
 
+def tiny_run(trainer: str, base: Path, tmp_path_factory, *data_args: str, manifest: bool = False) -> dict:
+    """The documented tiny run of ``trainer`` (trainers/configs/<trainer>_tiny.yaml) on ``base``: its folder, summary
+    and exported weights (with ``manifest``, also a copy of the pack's manifest that the run adds its entry to)."""
+    import json
+
+    out = tmp_path_factory.mktemp(f"{trainer}_tiny")
+    run = {"dir": out, "weights": out / f"{trainer}_tiny.safetensors"}
+    args = ["--config", f"trainers/configs/{trainer}_tiny.yaml", f"--base_model={base}", f"--output_dir={out}",
+            *data_args]
+    if manifest:
+        run["manifest"] = out / "weights_manifest.json"
+        shutil.copy(REPO / "weights_manifest.json", run["manifest"])
+        args.append(f"--manifest={run['manifest']}")
+    proc = run_module(f"trainers.{trainer}", args)
+    run["summary"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_inverfill_run(tiny_bases, tmp_path_factory):
-    """The documented tiny InverFill run (trainers/configs/inverfill_tiny.yaml) on the SD1.5-shaped base."""
-    import json
-    import shutil
+    """The documented tiny InverFill run on the SD1.5-shaped base (prompts from its config)."""
+    return tiny_run("inverfill", tiny_bases["sd15"], tmp_path_factory, manifest=True)
 
-    out = tmp_path_factory.mktemp("inverfill_tiny")
-    manifest = out / "weights_manifest.json"
-    shutil.copy(REPO / "weights_manifest.json", manifest)
-    proc = run_module("trainers.inverfill", ["--config", "trainers/configs/inverfill_tiny.yaml",
-                                             f"--base_model={tiny_bases['sd15']}", f"--output_dir={out}",
-                                             f"--manifest={manifest}"])
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"dir": out, "summary": summary, "manifest": manifest, "weights": out / "inverfill_tiny.safetensors"}
+
+@pytest.fixture(scope="session")
+def tiny_sam2(tmp_path_factory):
+    """The run's seeded random SAM2.1 tiny (tests/support/tiny_sam2.py): .safetensors, Meta .pt, state dict."""
+    from .support.tiny_sam2 import shared_tiny_sam2
+
+    return shared_tiny_sam2(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sam2_model(tiny_sam2):
+    """The tiny SAM2 loaded as the SAM2 Loader node loads it."""
+    from core.segment import load_sam2
+
+    return load_sam2(tiny_sam2.safetensors)
 
 
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     """scikit-image's bundled photos as a training folder (one with a .txt caption)."""
-    import numpy as np
-    from PIL import Image
-    from skimage import data
+    from .support.fill_dataset import save_photos
 
-    folder = tmp_path_factory.mktemp("images")
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "hubble_deep_field", "retina",
-                 "immunohistochemistry", "colorwheel", "page", "horse"):
-        img = getattr(data, name)()
-        img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
-        if img.dtype != np.uint8:
-            img = (img.astype(np.float32) / img.max() * 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{name}.png")
-    (folder / "astronaut.txt").write_text("a photo of an astronaut in a white suit")
-    return folder
+    return save_photos(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="session")
 def tiny_turboedit_run(tiny_bases, image_folder, tmp_path_factory):
-    """The documented tiny TurboEdit run (trainers/configs/turboedit_tiny.yaml) on the SD1.5-shaped base."""
-    import json
-
-    out = tmp_path_factory.mktemp("turboedit_tiny")
-    proc = run_module("trainers.turboedit", ["--config", "trainers/configs/turboedit_tiny.yaml",
-                                             f"--base_model={tiny_bases['sd15']}", f"--images_dir={image_folder}",
-                                             f"--output_dir={out}"])
-    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
-            "weights": out / "turboedit_tiny.safetensors"}
+    """The documented tiny TurboEdit run on the SD1.5-shaped base and the photos."""
+    return tiny_run("turboedit", tiny_bases["sd15"], tmp_path_factory, f"--images_dir={image_folder}")
 
 
 @pytest.fixture(scope="session")
 def tiny_rad_run(tiny_bases, image_folder, tmp_path_factory):
-    """The documented tiny RAD run (trainers/configs/rad_tiny.yaml) on the SD1.5-shaped base."""
-    import json
-
-    out = tmp_path_factory.mktemp("rad_tiny")
-    proc = run_module("trainers.rad", ["--config", "trainers/configs/rad_tiny.yaml",
-                                       f"--base_model={tiny_bases['sd15']}", f"--images_dir={image_folder}",
-                                       f"--output_dir={out}"])
-    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
-            "weights": out / "rad_tiny.safetensors"}
+    """The documented tiny RAD run on the SD1.5-shaped base and the photos."""
+    return tiny_run("rad", tiny_bases["sd15"], tmp_path_factory, f"--images_dir={image_folder}")
 
 
 @pytest.fixture(scope="session")
@@ -275,15 +274,5 @@ def fill_folder(image_folder, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_turbofill_run(tiny_bases, fill_folder, tmp_path_factory):
-    """The documented tiny TurboFill run (trainers/configs/turbofill_tiny.yaml) on the SD1.5-shaped base."""
-    import json
-    import shutil
-
-    out = tmp_path_factory.mktemp("turbofill_tiny")
-    manifest = out / "weights_manifest.json"
-    shutil.copy(REPO / "weights_manifest.json", manifest)
-    proc = run_module("trainers.turbofill", ["--config", "trainers/configs/turbofill_tiny.yaml",
-                                             f"--base_model={tiny_bases['sd15']}", f"--images_dir={fill_folder}",
-                                             f"--output_dir={out}", f"--manifest={manifest}"])
-    return {"dir": out, "summary": json.loads(proc.stdout.strip().splitlines()[-1]), "manifest": manifest,
-            "weights": out / "turbofill_tiny.safetensors"}
+    """The documented tiny TurboFill run on the SD1.5-shaped base and the photos with hole masks."""
+    return tiny_run("turbofill", tiny_bases["sd15"], tmp_path_factory, f"--images_dir={fill_folder}", manifest=True)

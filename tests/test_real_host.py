@@ -112,34 +112,24 @@ def save_node(prompt: dict, kind: str = "SaveImage") -> str:
     return node
 
 
-def install(server: ComfyServer, folder: str, source: Path, name: str) -> str:
-    """Copy a weight file into one of the server's extra model folders (as a user drops a file in)."""
-    import shutil
-
-    target = server.base / "models" / folder
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source, target / name)
-    return name
-
-
 def weights_for(template: str, server: ComfyServer, request) -> dict:
     """Widget values that point a template at the tiny weights the documented tiny trainer runs (or the tiny
     SAM2 builder) produced, installed in the server's extra model folders."""
     if template == "inverfill_inpaint":
         run = request.getfixturevalue("tiny_inverfill_run")
-        return {("6", "network_name"): install(server, "extra_inverfill", run["weights"], "tiny_inverfill.safetensors")}
+        return {("6", "network_name"): server.install("extra_inverfill", run["weights"], "tiny_inverfill.safetensors")}
     if template == "turbofill_inpaint":
         run = request.getfixturevalue("tiny_turbofill_run")
-        return {("6", "adapter_name"): install(server, "extra_turbofill", run["weights"], "tiny_turbofill.safetensors")}
+        return {("6", "adapter_name"): server.install("extra_turbofill", run["weights"], "tiny_turbofill.safetensors")}
     if template == "instant_edit_encoder":
         run = request.getfixturevalue("tiny_turboedit_run")
-        return {("11", "encoder_name"): install(server, "extra_turboedit", run["weights"],
+        return {("11", "encoder_name"): server.install("extra_turboedit", run["weights"],
                                                 "tiny_turboedit.safetensors")}
     if template == "sam2_click_inpaint":
         from .support.tiny_sam2 import shared_tiny_sam2
 
         tiny = shared_tiny_sam2(request.getfixturevalue("tmp_path_factory"))
-        return {("15", "sam2_name"): install(server, "extra_sam2", tiny.safetensors, "sam2_tiny_random.safetensors")}
+        return {("15", "sam2_name"): server.install("extra_sam2", tiny.safetensors, "sam2_tiny_random.safetensors")}
     return {}
 
 
@@ -269,7 +259,7 @@ def test_region_aware_inpaint_with_the_tiny_trainer_lora(server, tiny_rad_run):
     """The RAD template with the tiny trainer's LoRA (from an extra models/fewstep/rad path) instead of none."""
     alpha = hole_alpha("box")
     rgb = rgba_input(server, "rad.png", alpha)
-    name = install(server, "extra_rad", tiny_rad_run["weights"], "tiny_rad.safetensors")
+    name = server.install("extra_rad", tiny_rad_run["weights"], "tiny_rad.safetensors")
     prompt = example_prompt("rad.png", {("6", "rad_lora"): name}, example="region_aware_inpaint")
     entry = server.run(prompt)
     assert entry["status"]["status_str"] == "success", error_message(entry)

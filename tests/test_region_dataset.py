@@ -14,7 +14,7 @@ from trainers import region_dataset as rd
 from trainers.common.config import ConfigError, build_config
 from trainers.common.data import DataError
 
-from .support.tiny_sam2 import requires_sam2, shared_tiny_sam2
+from .support.tiny_sam2 import requires_sam2
 
 pytestmark = requires_sam2
 
@@ -43,16 +43,6 @@ def interrupt_third(image, mask):
 def broken(image, mask):
     raise RuntimeError("captioning service down")
 '''
-
-
-@pytest.fixture(scope="module")
-def tiny_sam2(tmp_path_factory):
-    return shared_tiny_sam2(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_sam2):
-    return seg.load_sam2(tiny_sam2.safetensors)
 
 
 @pytest.fixture
@@ -86,7 +76,7 @@ def reasons(summary: dict) -> dict:
     return {(s["image"], s["region"]): s["reason"] for s in summary["skipped"]}
 
 
-def test_prompts_mode_writes_the_turbofill_layout(photos, tiny_sam2, model, capsys):
+def test_prompts_mode_writes_the_turbofill_layout(photos, tiny_sam2, sam2_model, capsys):
     out = photos / "out"
     assert rd.main(["--images_dir", str(photos / "photos"), "--output_dir", str(out),
                     "--sam2_checkpoint", str(tiny_sam2.safetensors), "--prompts", str(photos / "prompts.json"),
@@ -112,7 +102,7 @@ def test_prompts_mode_writes_the_turbofill_layout(photos, tiny_sam2, model, caps
     assert (out / "coffee-r0.txt").read_text(encoding="utf-8") == "a cup of coffee"
     for stem, prompts in (("astronaut", PROMPTS["astronaut.png"]), ("coffee", PROMPTS["coffee.png"][:1])):
         source = rgb(photos / "photos" / f"{stem}.png")
-        expected = seg.segment_regions(model, source, [seg.prompt_from_dict(p) for p in prompts])
+        expected = seg.segment_regions(sam2_model, source, [seg.prompt_from_dict(p) for p in prompts])
         for k, mask in enumerate(expected):
             with Image.open(out / f"{stem}-r{k}.png") as img:
                 assert img.mode == "RGB" and np.array_equal(np.asarray(img), source)
@@ -123,16 +113,16 @@ def test_prompts_mode_writes_the_turbofill_layout(photos, tiny_sam2, model, caps
             assert np.array_equal(written == 255, mask.numpy() == 1), f"{stem}-r{k}: white = SAM2's region"
 
 
-def test_rerun_skips_finished_images_and_retries_skipped_ones(photos, tiny_sam2, model, monkeypatch):
+def test_rerun_skips_finished_images_and_retries_skipped_ones(photos, tiny_sam2, sam2_model, monkeypatch):
     cfg = config(photos, tiny_sam2.safetensors)
-    first = rd.build(cfg, model=model)
+    first = rd.build(cfg, model=sam2_model)
     out = photos / "out"
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != rd.PROGRESS}
     (photos / "captions.json").write_text(json.dumps({**CAPTIONS, "chelsea.png": "a tabby cat"}))
     written = []
     monkeypatch.setattr(rd, "atomic_write", lambda path, data, write=rd.atomic_write: (written.append(path.name),
                                                                                        write(path, data)))
-    second = rd.build(cfg, model=model)
+    second = rd.build(cfg, model=sam2_model)
     assert written and all(name.startswith("chelsea-") for name in written), written  # recorded, not timestamps
     assert first["samples_written"] == 3 and first["already_finished"] == 0
     assert second["already_finished"] == 2 and second["samples_written"] == 1 and second["samples_total"] == 4
@@ -143,38 +133,38 @@ def test_rerun_skips_finished_images_and_retries_skipped_ones(photos, tiny_sam2,
     assert third["samples_written"] == 0 and third["already_finished"] == 3
 
 
-def test_a_killed_run_resumes_where_it_stopped(photos, tiny_sam2, model, monkeypatch):
+def test_a_killed_run_resumes_where_it_stopped(photos, tiny_sam2, sam2_model, monkeypatch):
     monkeypatch.syspath_prepend(str(photos))
     cfg = config(photos, tiny_sam2.safetensors, captions="", captioner="captioners_for_test:interrupt_third")
     with pytest.raises(KeyboardInterrupt):
-        rd.build(cfg, model=model)  # astronaut (2 regions) done, killed while captioning chelsea
+        rd.build(cfg, model=sam2_model)  # astronaut (2 regions) done, killed while captioning chelsea
     progress = json.loads((photos / "out" / rd.PROGRESS).read_text())
     assert progress["finished"] == ["astronaut.png"]
     resumed = rd.build(config(photos, tiny_sam2.safetensors, captions="", captioner="captioners_for_test:describe"),
-                       model=model)
+                       model=sam2_model)
     assert resumed["already_finished"] == 1 and resumed["samples_written"] == 2  # chelsea-r0, coffee-r0
     assert (photos / "out" / "chelsea-r0.txt").read_text(encoding="utf-8") == "region of a 451x300 photo"
 
 
-def test_a_failing_captioner_skips_regions_and_reports_them(photos, tiny_sam2, model, monkeypatch):
+def test_a_failing_captioner_skips_regions_and_reports_them(photos, tiny_sam2, sam2_model, monkeypatch):
     monkeypatch.syspath_prepend(str(photos))
     for name in ("chelsea.png", "coffee.png"):
         (photos / "photos" / name).unlink()
     summary = rd.build(config(photos, tiny_sam2.safetensors, captions="", captioner="captioners_for_test:broken"),
-                       model=model)
+                       model=sam2_model)
     assert summary["samples_written"] == 0 and summary["finished"] == 0
     assert reasons(summary)[("astronaut.png", 0)] == "captioner failed (RuntimeError: captioning service down)"
 
 
-def test_automatic_mode_writes_the_generators_regions(photos, tiny_sam2, model, monkeypatch):
+def test_automatic_mode_writes_the_generators_regions(photos, tiny_sam2, sam2_model, monkeypatch):
     monkeypatch.syspath_prepend(str(photos))
     for name in ("astronaut.png", "coffee.png", "broken.jpg"):
         (photos / "photos" / name).unlink()
     options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, max_regions=2,
                    min_area=0.0, max_area=1.0)  # random weights: accept whatever the generator finds
     summary = rd.build(config(photos, tiny_sam2.safetensors, prompts="automatic", captions="",
-                              captioner="captioners_for_test:describe", **options), model=model)
-    expected = seg.automatic_regions(model, rgb(photos / "photos" / "chelsea.png"), **options)
+                              captioner="captioners_for_test:describe", **options), model=sam2_model)
+    expected = seg.automatic_regions(sam2_model, rgb(photos / "photos" / "chelsea.png"), **options)
     assert 1 <= summary["samples_written"] == len(expected) <= 2
     for k, region in enumerate(expected):
         written = np.asarray(Image.open(photos / "out" / f"chelsea-r{k}_mask.png")) == 255

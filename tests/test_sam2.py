@@ -15,21 +15,11 @@ from core import segment as seg
 from .conftest import REPO, pack_module, requires_comfyui
 from .support.node_schemas import render
 from .support.processes import SAFETY_TIMEOUT_S, pinned_env
-from .support.tiny_sam2 import CONFIG, IMAGE_SIZE, OVERRIDES, requires_sam2, sample_image, shared_tiny_sam2
+from .support.tiny_sam2 import CONFIG, IMAGE_SIZE, OVERRIDES, requires_sam2, sample_image
 
 pytestmark = requires_sam2
 
 H, W = 150, 203
-
-
-@pytest.fixture(scope="module")
-def tiny_sam2(tmp_path_factory):
-    return shared_tiny_sam2(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_sam2):
-    return seg.load_sam2(tiny_sam2.safetensors)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +62,10 @@ def test_config_is_detected_from_the_keys():
         seg.detect_config({"image_encoder.blocks.0.attn.qkv.weight": torch.zeros(1)}, "sam_vit_h.pth")
 
 
-def test_tiny_model_is_detected_and_built_at_the_override_size(tiny_sam2, model):
+def test_tiny_model_is_detected_and_built_at_the_override_size(tiny_sam2, sam2_model):
     assert seg.detect_config(tiny_sam2.state_dict) == CONFIG
-    assert model.sam2_config == CONFIG and model.image_size == IMAGE_SIZE and not model.training
-    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert sam2_model.sam2_config == CONFIG and sam2_model.image_size == IMAGE_SIZE and not sam2_model.training
+    assert all(p.dtype == torch.float32 for p in sam2_model.parameters())
 
 
 def test_building_leaves_hydra_uninitialised_in_a_fresh_process():
@@ -132,13 +122,13 @@ def test_pack_modules_import_without_sam2_hydra_or_omegaconf():
 # ---------------------------------------------------------------- checkpoints
 
 
-def test_safetensors_and_meta_pt_give_identical_masks(tiny_sam2, model, images):
+def test_safetensors_and_meta_pt_give_identical_masks(tiny_sam2, sam2_model, images):
     from_pt = seg.load_sam2(tiny_sam2.pt, overrides=OVERRIDES)
     for name, tensor in from_pt.state_dict().items():
         assert torch.equal(tensor, tiny_sam2.state_dict[name]), name
     prompt = seg.Prompt(positive_points=((100.0, 70.0),), negative_points=((10.0, 140.0),),
                         boxes=((30.0, 20.0, 180.0, 130.0),))
-    a, b = seg.segment(model, images, prompt), seg.segment(from_pt, images, prompt)
+    a, b = seg.segment(sam2_model, images, prompt), seg.segment(from_pt, images, prompt)
     assert torch.equal(a, b)
 
 
@@ -183,24 +173,25 @@ def test_empty_and_truncated_pt_files_say_download_again(tmp_path):
 # ---------------------------------------------------------------- prompts and masks
 
 
-def test_point_and_box_prompts_give_binary_masks_at_the_image_size(model, images):
+def test_point_and_box_prompts_give_binary_masks_at_the_image_size(sam2_model, images):
     for prompts in ([seg.Prompt(((100.0, 70.0), (120.0, 90.0)), ((5.0, 5.0),))] * 2,
                     [seg.Prompt(boxes=((30.0, 20.0, 180.0, 130.0), (0.0, 0.0, 60.0, 50.0)))] * 2):
-        masks = seg.segment(model, images, prompts)
+        masks = seg.segment(sam2_model, images, prompts)
         assert masks.shape == (2, H, W) and masks.dtype == torch.float32
         assert set(masks.unique().tolist()) <= {0.0, 1.0}
-    single = seg.segment(model, images[0], prompts[0])
+    single = seg.segment(sam2_model, images[0], prompts[0])
     assert single.shape == (H, W) and torch.equal(single, masks[0])
 
 
-def test_uint8_images_give_the_same_masks(model, images):
+def test_uint8_images_give_the_same_masks(sam2_model, images):
     prompt = seg.Prompt(positive_points=((100.0, 70.0),))
     as_uint8 = (images[0] * 255).round().to(torch.uint8)
-    assert torch.equal(seg.segment(model, as_uint8, prompt), seg.segment(model, as_uint8.float() / 255, prompt))
+    assert torch.equal(seg.segment(sam2_model, as_uint8, prompt),
+                       seg.segment(sam2_model, as_uint8.float() / 255, prompt))
 
 
-def test_multimask_choices(model, images):
-    predictor = seg.image_predictor(model)
+def test_multimask_choices(sam2_model, images):
+    predictor = seg.image_predictor(sam2_model)
     predictor.set_image(images[0].numpy())
     prompt = seg.Prompt(positive_points=((100.0, 70.0),))
     masks = {c: seg.predict_mask(predictor, prompt, c) for c in seg.MULTIMASK}
@@ -209,18 +200,18 @@ def test_multimask_choices(model, images):
     assert masks["largest"].sum() == candidates.sum((1, 2)).max()
     assert any(torch.equal(masks["best"], c) for c in candidates)
     assert masks["single"].shape == (H, W)
-    assert torch.equal(seg.segment(model, images[0], prompt, "union"), masks["union"])
+    assert torch.equal(seg.segment(sam2_model, images[0], prompt, "union"), masks["union"])
     with pytest.raises(ValueError, match="multimask: 'first'"):
-        seg.segment(model, images[0], prompt, "first")
+        seg.segment(sam2_model, images[0], prompt, "first")
 
 
-def test_eager_transforms_equal_sam2s_scripted_ones(model, images):
+def test_eager_transforms_equal_sam2s_scripted_ones(sam2_model, images):
     predictor_cls = seg.import_sam2("sam2_image_predictor", "SAM2ImagePredictor")
     array = images[0].numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script, which fit_predictor replaces
-        scripted = predictor_cls(model)._transforms(array)
-    assert torch.equal(scripted, seg.image_predictor(model)._transforms(array))
+        scripted = predictor_cls(sam2_model)._transforms(array)
+    assert torch.equal(scripted, seg.image_predictor(sam2_model)._transforms(array))
 
 
 @pytest.mark.parametrize("positive, negative, boxes, batch, match", [
@@ -238,19 +229,19 @@ def test_eager_transforms_equal_sam2s_scripted_ones(model, images):
     ("", "", "[[1, 2, 3]]", 2, r"boxes: box 0: expected 4 numbers"),
 ])
 @requires_comfyui
-def test_bad_prompts_raise_value_errors_naming_the_input(model, images, positive, negative, boxes, batch, match):
+def test_bad_prompts_raise_value_errors_naming_the_input(sam2_model, images, positive, negative, boxes, batch, match):
     with pytest.raises(ValueError, match=match):
-        seg.segment(model, images[:batch], prompts_from_json(positive, negative, boxes, batch))
+        seg.segment(sam2_model, images[:batch], prompts_from_json(positive, negative, boxes, batch))
 
 
-def test_prompt_list_must_match_the_batch(model, images):
+def test_prompt_list_must_match_the_batch(sam2_model, images):
     prompt = seg.Prompt(positive_points=((1.0, 1.0),))
     with pytest.raises(ValueError, match="prompts: 3 prompt sets for a batch of 2 images"):
-        seg.segment(model, images, [prompt] * 3)
+        seg.segment(sam2_model, images, [prompt] * 3)
     with pytest.raises(ValueError, match=r"image: expected \(H,W,3\) or \(B,H,W,3\)"):
-        seg.segment(model, images[..., :2], prompt)
+        seg.segment(sam2_model, images[..., :2], prompt)
     with pytest.raises(ValueError, match=r"image: float values must lie in \[0, 1\]"):
-        seg.segment(model, images * 255, prompt)
+        seg.segment(sam2_model, images * 255, prompt)
 
 
 @requires_comfyui
@@ -287,16 +278,16 @@ def test_node_schemas(pack_nodes):
     assert mask["input"]["required"]["multimask"][1]["options"] == list(seg.MULTIMASK)
 
 
-def test_mask_node_applies_the_batch_rule(pack_nodes, model, images, monkeypatch):
+def test_mask_node_applies_the_batch_rule(pack_nodes, sam2_model, images, monkeypatch):
     """Node glue with ComfyUI's device hooks replaced by the CPU."""
     sam2_nodes = pack_module("nodes.sam2")
     monkeypatch.setattr(sam2_nodes, "device_model", lambda handle: handle)
     monkeypatch.setattr(sam2_nodes, "output_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(sam2_nodes, "progress", lambda total: None)
     positive = '[[{"x": 100, "y": 70}], [{"x": 20, "y": 30}]]'
-    out = sam2_nodes.SAM2Mask.execute(sam2=model, image=images, positive_points=positive, multimask="best",
+    out = sam2_nodes.SAM2Mask.execute(sam2=sam2_model, image=images, positive_points=positive, multimask="best",
                                       boxes="[[10, 10, 190, 140]]")
-    expected = seg.segment(model, images, prompts_from_json(positive, "", "[[10, 10, 190, 140]]", 2))
+    expected = seg.segment(sam2_model, images, prompts_from_json(positive, "", "[[10, 10, 190, 140]]", 2))
     assert torch.equal(out.result[0], expected) and expected.shape == (2, H, W)
 
 

@@ -72,26 +72,39 @@ def masked_latent(mask: tuple[int, int] = (2, 1)) -> list[Node]:
     ]
 
 
-def blended_inpaint(mask: tuple[int, int], grow: int, prefix: str) -> list[Node]:
-    """Nodes 4–14 of a no-weights few-step inpaint: encode, noise mask, Re-Blend, FewStep Schedule + Blended
-    Sampler through SamplerCustomAdvanced, decode, Exact Composite, save (checkpoint 1, image 2, prompt 3)."""
+def blended_sampling(*, conditioning: tuple[int, int], noise: tuple[int, int], known_noise: str, prefix: str,
+                     mask: tuple[int, int] = (2, 1), grow: int = 0, ids: tuple[int, int, int] = (12, 13, 14)
+                     ) -> list[Node]:
+    """Nodes 8–14 of the blended inpaint templates: BasicGuider on ``conditioning``; FewStep Blended Sampler
+    (``known_noise``) and FewStep Schedule through SamplerCustomAdvanced from ``noise`` on the masked latent (5);
+    then decode, Exact Composite over ``mask`` grown by ``grow``, save. ``ids`` number the last three."""
+    decode, composite, save = ids
     return [
-        *masked_latent(mask),
-        Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
-        Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": mask}, size=(260, 100)),
-        Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-        Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
+        Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": conditioning}, size=(200, 50)),
+        Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": known_noise},
              size=(260, 90)),
         Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
              {"model": (1, 0)}, size=(260, 130)),
         Node(11, "SamplerCustomAdvanced", links={
-            "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
+            "noise": noise, "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
             size=(240, 110)),
-        Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-        Node(13, "FewStepExactComposite", {"grow": grow, "feather": 4, "color_match": 1.0},
-             {"original": (2, 0), "generated": (12, 0), "mask": mask}, size=(280, 170)),
-        Node(14, "SaveImage", {"filename_prefix": prefix}, {"images": (13, 0)},
+        Node(decode, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(composite, "FewStepExactComposite", {"grow": grow, "feather": 4, "color_match": 1.0},
+             {"original": (2, 0), "generated": (decode, 0), "mask": mask}, size=(280, 170)),
+        Node(save, "SaveImage", {"filename_prefix": prefix}, {"images": (composite, 0)},
              size=(400, 450)),
+    ]
+
+
+def blended_inpaint(mask: tuple[int, int], grow: int, prefix: str) -> list[Node]:
+    """Nodes 4–14 of a no-weights few-step inpaint: encode, noise mask, Re-Blend, then :func:`blended_sampling`
+    with fresh known-region noise (checkpoint 1, image 2, prompt 3)."""
+    return [
+        *masked_latent(mask),
+        Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
+        Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": mask}, size=(260, 100)),
+        *blended_sampling(conditioning=(3, 0), noise=(7, 0), known_noise="fresh", prefix=prefix, mask=mask,
+                          grow=grow),
     ]
 
 
@@ -132,19 +145,7 @@ def inverfill_graph() -> Graph:
             Node(7, "FewStepInverseNoiseInit", {"seed": 7},
                  {"model": (1, 0), "inverfill": (6, 0), "positive": (3, 0), "mask": (2, 1), "image": (2, 0),
                   "vae": (1, 2)}, size=(300, 230)),
-            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (3, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "start"},
-                 size=(260, 90)),
-            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
-                 {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", links={
-                "noise": (7, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
-                size=(240, 110)),
-            Node(12, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(13, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
-                 {"original": (2, 0), "generated": (12, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(14, "SaveImage", {"filename_prefix": "inverfill_inpaint"}, {"images": (13, 0)},
-                 size=(400, 450)),
+            *blended_sampling(conditioning=(3, 0), noise=(7, 0), known_noise="start", prefix="inverfill_inpaint"),
         ],
     )
 
@@ -251,20 +252,9 @@ def turbofill_graph() -> Graph:
                  {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
                  {"positive": (3, 0), "negative": (3, 0), "adapter": (6, 0), "vae": (1, 2), "image": (2, 0),
                   "mask": (2, 1)}, size=(300, 230)),
-            Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": (7, 0)}, size=(200, 50)),
-            Node(9, "FewStepBlendedSampler", {"hole_init": "source", "known_noise": "fresh"},
-                 size=(260, 90)),
-            Node(10, "FewStepSchedule", {"steps": 4, "spacing": "trailing", "timesteps": ""},
-                 {"model": (1, 0)}, size=(260, 130)),
-            Node(11, "SamplerCustomAdvanced", links={
-                "noise": (12, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
-                size=(240, 110)),
             Node(12, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
-            Node(13, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(15, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
-                 {"original": (2, 0), "generated": (13, 0), "mask": (2, 1)}, size=(280, 170)),
-            Node(14, "SaveImage", {"filename_prefix": "turbofill_inpaint"}, {"images": (15, 0)},
-                 size=(400, 450)),
+            *blended_sampling(conditioning=(7, 0), noise=(12, 0), known_noise="fresh", prefix="turbofill_inpaint",
+                              ids=(13, 15, 14)),
         ],
     )
 

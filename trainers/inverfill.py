@@ -28,7 +28,7 @@ from core.random_masks import random_hole_masks
 from core.samplers import sample_fewstep_blended
 from core.schedules import add_noise, fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
-from trainers.common.config import RunConfig, config_dict
+from trainers.common.config import RunConfig
 from trainers.common.data import read_prompts, step_generator
 from trainers.common.export import export_run
 from trainers.common.loop import Recipe, accumulate, check_common_config, cli, run_training, start_run
@@ -286,9 +286,7 @@ def critic_backbone(cfg: InverFillConfig, base: BaseModel, device, dtype) -> Bas
 
 def export(cfg, config_path, base, model) -> Path:
     """F as InverFill Loader reads it (called with the EMA weights loaded)."""
-    metadata = {"kind": "inverfill", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
-                "ema": "true" if cfg.ema_decay > 0 else "false", "key_format": "diffusers",
-                "inversion_timestep": "500", "masking": cfg.masking, "config": config_dict(cfg),
+    metadata = {"key_format": "diffusers", "inversion_timestep": "500", "masking": cfg.masking,
                 "unet_config": jsonable(base.unet_config)}
     return export_run(cfg, config_path, MODULE, model.state_dict(), metadata, base=base, kind="inverfill",
                       title="InverFill inversion network",

@@ -23,7 +23,7 @@ from core.rad import abar_phase1, nu_of, region_aware_denoise, sample_region_awa
 from core.random_masks import perlin_mask
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel
-from trainers.common.config import RunConfig, config_dict
+from trainers.common.config import RunConfig
 from trainers.common.data import step_generator
 from trainers.common.export import export_run
 from trainers.common.images import load_image, scan_images
@@ -203,10 +203,8 @@ def train(cfg: RADConfig, config_path: str = "") -> dict:
 
 
 def export(cfg, config_path, base, state: dict) -> Path:
-    metadata = {"kind": "rad", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
-                "ema": "true" if cfg.ema_decay > 0 else "false", "key_format": "kohya", "rank": str(cfg.rank),
-                "lora_alpha": str(cfg.lora_alpha), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
-                "config": config_dict(cfg)}
+    metadata = {"key_format": "kohya", "rank": str(cfg.rank), "lora_alpha": str(cfg.lora_alpha),
+                "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps)))}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="rad", title="RAD LoRA + time layers",
                       reference="https://arxiv.org/abs/2412.09191",
                       description=f"RAD per-pixel time embedding LoRA (rank {cfg.rank}) for "

@@ -23,7 +23,7 @@ from core.denoiser import EpsDenoiser
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from core.turboedit import encoder_step, gaussian_kl, invert_with_encoder, reparameterise
 from trainers.common.base_model import BaseModel, unet_eps_fn
-from trainers.common.config import RunConfig, config_dict
+from trainers.common.config import RunConfig
 from trainers.common.data import step_generator
 from trainers.common.export import export_run
 from trainers.common.images import load_image, scan_images
@@ -216,10 +216,8 @@ def train(cfg: TurboEditConfig, config_path: str = "") -> dict:
 
 def export(cfg, config_path, base, model) -> Path:
     """The encoder as TurboEdit Encoder Loader reads it (called with the EMA weights loaded)."""
-    metadata = {"kind": "turboedit", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
-                "ema": "true" if cfg.ema_decay > 0 else "false", "key_format": "diffusers",
-                "steps": str(cfg.steps), "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))),
-                "config": config_dict(cfg), "unet_config": jsonable(dict(model.config))}
+    metadata = {"key_format": "diffusers", "steps": str(cfg.steps), "unet_config": jsonable(dict(model.config)),
+                "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps)))}
     return export_run(cfg, config_path, MODULE, model.state_dict(), metadata, base=base, kind="turboedit",
                       title="TurboEdit inversion encoder",
                       reference="https://arxiv.org/abs/2408.08332",

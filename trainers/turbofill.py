@@ -37,7 +37,7 @@ from core.turbofill import (
     masked_image,
 )
 from trainers.common.base_model import BaseModel, BaseModelError, load_base_model
-from trainers.common.config import RunConfig, config_dict
+from trainers.common.config import RunConfig
 from trainers.common.data import step_generator
 from trainers.common.export import export_run
 from trainers.common.fill_data import load_mask, scan_fill_dataset
@@ -340,10 +340,9 @@ def train(cfg: TurboFillConfig, config_path: str = "") -> dict:
 
 
 def export(cfg, config_path, base, adapter: TurboFillAdapter) -> Path:
-    metadata = {"kind": "turbofill", "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
-                "ema": "true" if cfg.ema_decay > 0 else "false", "adapter_config": adapter.config.to_dict(),
-                "mask_polarity": "1=hole", "masked_image": "image*(1-hole), hole black, VAE-encoded, model space",
-                "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps))), "config": config_dict(cfg)}
+    metadata = {"adapter_config": adapter.config.to_dict(), "mask_polarity": "1=hole",
+                "masked_image": "image*(1-hole), hole black, VAE-encoded, model space",
+                "timesteps": ",".join(map(str, trailing_timesteps(cfg.steps)))}
     state = {k: v.detach().cpu() for k, v in adapter.state_dict().items()}
     return export_run(cfg, config_path, MODULE, state, metadata, base=base, kind="turbofill", title="TurboFill adapter",
                       reference="https://arxiv.org/abs/2504.00996",

@@ -59,8 +59,10 @@ def tiny_checkpoint(cache_dir: Path, levels: int = 1) -> Path:
 class ComfyServer:
     """A running ComfyUI with the pack; use as a context manager."""
 
-    def __init__(self, base: Path, checkpoint: Path):
+    def __init__(self, base: Path, checkpoint: Path, *, cpu: bool = True, extra_args: tuple[str, ...] = ()):
+        """``cpu``: ``--cpu`` (else ComfyUI's default device); ``extra_args``: more of main.py's options."""
         self.base = base
+        self.cpu, self.extra_args = cpu, tuple(extra_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.input_dir = base / "input"
@@ -71,9 +73,8 @@ class ComfyServer:
         link = base / "custom_nodes" / PACK_FOLDER
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
-        target = base / "models" / "checkpoints" / CHECKPOINT
-        if not target.exists():
-            os.link(checkpoint, target) if _same_fs(checkpoint, target) else shutil.copy(checkpoint, target)
+        if not (base / "models" / "checkpoints" / CHECKPOINT).exists():
+            self.install("checkpoints", checkpoint, CHECKPOINT, link=True)
         self.yaml = base / "extra_model_paths.yaml"
         self.yaml.write_text(
             "fewstep_test:\n"
@@ -89,11 +90,12 @@ class ComfyServer:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "ComfyServer":
-        cmd = [comfyui_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [comfyui_python(), "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1",
+               "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base), "--output-directory", str(self.output_dir),
                "--input-directory", str(self.input_dir), "--extra-model-paths-config", str(self.yaml),
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER,
-               "--database-url", "sqlite:///:memory:"]
+               "--database-url", "sqlite:///:memory:", *self.extra_args]
         env = pinned_env(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(cmd, cwd=str(comfyui_dir()), stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -116,6 +118,17 @@ class ComfyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.log.close()
+
+    def install(self, folder: str, source: Path, name: str, *, link: bool = False) -> str:
+        """Copy a weight file into ``models/<folder>`` as a user drops a file in (``link``: a hard link where
+        it can be, for big files nobody alters); returns ``name``, the value a loader widget takes."""
+        target = self.base / "models" / folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if link and not target.exists() and _same_fs(source, target):
+            os.link(source, target)
+        else:
+            shutil.copy(source, target)
+        return name
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

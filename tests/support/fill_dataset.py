@@ -1,4 +1,5 @@
-"""A TurboFill training folder from photos: name.png + name_mask.png (random shapes, white = hole) + name.txt."""
+"""Training folders from scikit-image's bundled photos: plain (name.png, one with a .txt caption) and for TurboFill
+(name.png + name_mask.png with random shapes, white = hole, + name.txt)."""
 from __future__ import annotations
 
 import shutil
@@ -9,6 +10,25 @@ import torch
 from PIL import Image
 
 from core.random_masks import shape_mask
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "hubble_deep_field", "retina",
+          "immunohistochemistry", "colorwheel", "page", "horse")
+
+
+def save_photos(folder: Path) -> Path:
+    """scikit-image's bundled photos as an image folder (RGB PNGs; astronaut.png has a .txt caption)."""
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in PHOTOS:
+        img = getattr(data, name)()
+        img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
+        if img.dtype != np.uint8:
+            img = (img.astype(np.float32) / img.max() * 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{name}.png")
+    (folder / "astronaut.txt").write_text("a photo of an astronaut in a white suit")
+    return folder
 
 
 def build_fill_dataset(images: Path, out: Path, seed: int = 0) -> Path:

@@ -66,13 +66,18 @@ def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = Fa
                                  num_attention_heads=4, vocab_size=514, max_position_embeddings=max_length,
                                  bos_token_id=512, eos_token_id=513, pad_token_id=513, projection_dim=ctx)
     text = CLIPTextModel(text_config)
+    encoders = [text] + ([CLIPTextModelWithProjection(text_config)] if sdxl else [])
+    return save_base(folder, unet, vae, encoders, max_length)
+
+
+def save_base(folder: Path, unet, vae, text_encoders: list, max_length: int) -> Path:
+    """Write a diffusers folder the trainers take: unet/, vae/, text_encoder(_2)/, tokenizer(_2)/, scheduler/."""
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
-    text.save_pretrained(folder / "text_encoder")
-    tiny_tokenizer(max_length).save_pretrained(folder / "tokenizer")
-    if sdxl:
-        CLIPTextModelWithProjection(text_config).save_pretrained(folder / "text_encoder_2")
-        tiny_tokenizer(max_length).save_pretrained(folder / "tokenizer_2")
+    for i, encoder in enumerate(text_encoders):
+        suffix = f"_{i + 1}" if i else ""
+        encoder.save_pretrained(folder / f"text_encoder{suffix}")
+        tiny_tokenizer(max_length).save_pretrained(folder / f"tokenizer{suffix}")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
         "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
@@ -85,6 +90,33 @@ def build_tiny_base(folder: str | Path, *, seed: int = 0, sd15_shapes: bool = Fa
         "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}))
     return folder
 
+
+def build_sdxl_base(folder: str | Path, *, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float16
+                    ) -> Path:
+    """A random base of SDXL's real size (UNet 2.6 B, SD VAE, CLIP-L + bigG; byte-level tokenizer, 77 tokens),
+    drawn on ``device`` and saved in ``dtype``: the device suite's training steps run on it."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from .build_tiny_checkpoint import CLIP_G, CLIP_L
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    ids = {"bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513, "max_position_embeddings": 77}
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816).to(dtype)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            scaling_factor=0.13025, sample_size=1024).to(dtype)
+        encoders = [CLIPTextModel(CLIPTextConfig(**CLIP_L, **ids)).to(dtype),
+                    CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G, **ids)).to(dtype)]
+    return save_base(folder, unet, vae, encoders, 77)
 
 def main() -> int:
     import argparse

@@ -30,7 +30,7 @@ class RunConfig:
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     gradient_checkpointing: bool = True
     seed: int = 0
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500  # 0: no checkpoints (and so no resume), e.g. for timing runs
     keep_checkpoints: int = 2
     log_every: int = 10
     eval_every: int = 250

@@ -12,6 +12,8 @@ import torch
 from core.manifest import LOADER_NODES, SCHEMA_PATH, schema_errors
 from core.weights import save_weights, sha256_file
 
+from .config import config_dict
+
 
 EXPORT_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -76,7 +78,10 @@ def atomic_json(path: Path, data: dict) -> None:
 def export_run(cfg, config_path: str, module: str, state_dict: dict, metadata: dict, *, base, kind: str, title: str,
                reference: str, description: str) -> Path:
     """A trainer's final export: ``<output_dir>/<name>.safetensors`` in ``cfg.export_dtype`` and its manifest entry
-    (beside the file, and in ``cfg.manifest`` when set), naming the node that loads the kind."""
+    (beside the file, and in ``cfg.manifest`` when set), naming the node that loads the kind. ``metadata`` is what
+    is particular to the kind; every file also records its kind, base family, format, step, EMA and config."""
+    metadata = {"kind": kind, "base_family": base.family, "format_version": "1", "step": str(cfg.max_steps),
+                "ema": "true" if cfg.ema_decay > 0 else "false", "config": config_dict(cfg), **metadata}
     path = export_weights(Path(cfg.output_dir) / f"{cfg.name}.safetensors", state_dict, metadata,
                           EXPORT_DTYPES[cfg.export_dtype])
     entry = manifest_entry(

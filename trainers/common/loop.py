@@ -23,10 +23,11 @@ from .config import build_config, check_output_paths, config_dict
 from .ema import EMA
 from .export import atomic_json
 from .tracking import log_images, save_preview
-from .run import ema_weights, peak_memory, rank_file, resume_state, save_state, split_config_arg, weights_digest
+from .run import (ema_weights, peak_memory, peak_of_step, rank_file, resume_state, save_state, split_config_arg,
+                  weights_digest)
 
 EXPORT_DTYPES = ("fp32", "fp16", "bf16")
-COUNTS = ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "eval_every", "preview_every")
+COUNTS = ("batch_size", "grad_accum", "max_steps", "eval_every", "preview_every")
 
 
 @dataclass
@@ -90,12 +91,13 @@ def run_training(cfg, accelerator, recipe: Recipe) -> dict:
 
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc=recipe.name,
                disable=not accelerator.is_main_process, dynamic_ncols=True)
-    t0, step_times = time.time(), []
+    t0, step_times, peaks = time.time(), [], {}
     for step in bar:
         step_start = time.perf_counter()
-        logs = recipe.step(step)
-        if ema is not None:
-            ema.update(unwrapped, step)
+        with peak_of_step(accelerator.device, peaks):
+            logs = recipe.step(step)
+            if ema is not None:
+                ema.update(unwrapped, step)
         step_times.append(time.perf_counter() - step_start)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.max_steps:
@@ -109,7 +111,7 @@ def run_training(cfg, accelerator, recipe: Recipe) -> dict:
             with ema_weights(unwrapped, ema):
                 rows = recipe.preview()
             log_images(accelerator, "preview", save_preview(out_dir / "previews" / f"step_{done:08d}.png", rows), done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.max_steps):
             save_state(out_dir, done, cfg, unwrapped, recipe.optimizer, ema, recipe.extras, metrics, accelerator,
                        trainable_only=recipe.trainable_only)
     metrics["final"] = metrics[eval_key].get(str(cfg.max_steps), metrics["initial"])
@@ -118,7 +120,7 @@ def run_training(cfg, accelerator, recipe: Recipe) -> dict:
     suffix = f"_{recipe.metric}" if recipe.metric else ""
     summary = {"steps": cfg.max_steps, "resumed_from": start, "seconds": round(time.time() - t0, 2),
                "seconds_per_step": round(sum(step_times[1:]) / max(1, len(step_times) - 1), 4) if step_times else None,
-               **peak_memory(accelerator.device), f"initial{suffix}": metrics["initial"],
+               **peak_memory(accelerator.device, peaks), f"initial{suffix}": metrics["initial"],
                f"final{suffix}": metrics["final"], **recipe.summary, "weights_sha256": digest}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -154,6 +156,8 @@ def check_common_config(cfg, counts: tuple[str, ...] = COUNTS) -> None:
     for name in counts:
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}: must be at least 1")
+    if cfg.checkpoint_every < 0:
+        raise ValueError("checkpoint_every: must be 0 (no checkpoints, no resume) or a step count")
 
 
 def split_eval(items: list, eval_count: int) -> tuple[list, list]:

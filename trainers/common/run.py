@@ -93,13 +93,36 @@ def weights_digest(model: torch.nn.Module, ema: EMA | None) -> str:
     return digest.hexdigest()
 
 
-def peak_memory(device) -> dict:
-    """Peak memory of this process: CUDA allocator peak on a GPU, else the peak resident set size."""
+def peak_memory(device, steps: dict | None = None) -> dict:
+    """Peak memory of this process: CUDA allocator peak on a GPU (with ``steps``, what :func:`peak_of_step`
+    recorded: also the peak of the training steps alone), else the peak resident set size."""
     if device.type == "cuda":
-        return {"peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3), "memory": "cuda"}
+        steps = steps or {}
+        run = max(torch.cuda.max_memory_allocated(device), steps.get("run", 0))
+        out = {"peak_memory_gib": round(run / 2**30, 3), "memory": "cuda"}
+        if "step" in steps:
+            out["step_peak_memory_gib"] = round(steps["step"] / 2**30, 3)
+        return out
     import resource
 
     return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "memory": "rss"}
+
+
+@contextlib.contextmanager
+def peak_of_step(device, peaks: dict):
+    """On a GPU, record in ``peaks`` the CUDA allocator peak of the enclosed training step ("step", the largest
+    so far) and of the run up to its end ("run"; evaluation and previews count there); nothing on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    torch.cuda.synchronize(device)
+    peaks["run"] = max(peaks.get("run", 0), torch.cuda.max_memory_allocated(device))
+    torch.cuda.reset_peak_memory_stats(device)
+    yield
+    torch.cuda.synchronize(device)
+    step = torch.cuda.max_memory_allocated(device)
+    peaks["step"] = max(peaks.get("step", 0), step)
+    peaks["run"] = max(peaks["run"], step)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
