@@ -4,7 +4,8 @@
 
 Every row runs through the pack's core/ functions (the ones the nodes call) on the committed world
 (benchmarks/world/weights): the few-step student, the 50-step teacher, the VAE, and the judge that scores
-semantics. Writes DIR/quality.json, DIR/quality.md (the table) and DIR/contact_sheet.png (per case: input |
+semantics; trained rows load the method weights the pack's trainers made on it (benchmarks/world/trained).
+Writes DIR/quality.json, DIR/quality.md (the table) and DIR/contact_sheet.png (per case: input |
 mask | every row). The case format is documented in README ("Quality benchmark").
 """
 from __future__ import annotations
@@ -304,11 +305,37 @@ def core_blend_row(steps: int, teacher: bool = False, cfg_scale: float = 3.0) ->
     return run
 
 
-def rad_row(steps: int) -> Callable:
-    """Region-Aware Sampler without a LoRA (nodes/rad.py): per-pixel σ maps on the student's own time layers."""
+TRAINED = REPO / "benchmarks" / "world" / "trained"  # method weights trained on the world by the pack's trainers
+RAD_LORAS = {"rad_4_lora": ("rad_world.safetensors", "Region-Aware Sampler + RAD LoRA (Perlin masks)"),
+             "rad_4_lora_pixel": ("rad_world_pixel.safetensors",
+                                  "Region-Aware Sampler + RAD LoRA (independent-pixel masks, RAD's ablation)")}
+
+
+def student_with_lora(world, path: Path, strength: float = 1.0):
+    """A copy of the world's student with a RAD file (kohya LoRA + time-layer diffs) merged in with ComfyUI
+    LoraLoader's arithmetic (core.lora.merge_lora); tests/test_world.py checks the node path gives the same."""
+    import copy
+
+    from core.lora import merge_lora
+    from core.weights import load_weights
+
+    state, _ = load_weights(path)
+    unet = copy.deepcopy(world.student)
+    merge_lora(unet, state, strength)
+    return unet.eval()
+
+
+def rad_row(steps: int, lora: Path | None = None) -> Callable:
+    """Region-Aware Sampler (nodes/rad.py): per-pixel σ maps on the student's time layers, without a LoRA or with
+    the RAD file ``lora`` (trainers.rad's output) merged in."""
     from trainers.common.unet_walk import spatial_forward
 
+    cache: dict = {}
+
     def run(world, source, pixel_mask, cond, uncond, seed):
+        if lora is not None and "unet" not in cache:
+            cache["unet"] = student_with_lora(world, lora)
+        unet = cache.get("unet", world.student)
         alphas = sampling.scaled_linear_alphas_cumprod()
         timesteps = trailing_timesteps(steps)
         m = mask_for_latent(pixel_mask[:, 0], source.shape)
@@ -317,7 +344,7 @@ def rad_row(steps: int) -> Callable:
         generator = torch.Generator().manual_seed(seed)
 
         def eps_fn(x, tau, **c):
-            return spatial_forward(world.student, x, tau, cond)
+            return spatial_forward(unet, x, tau, cond)
 
         def model(x, smap, **kw):
             return region_aware_denoise(eps_fn, x, smap.to(x), sampling.SIGMA_TABLE)
@@ -342,6 +369,8 @@ def all_rows() -> list[Row]:
         Row("fewstep_4_known_start", "FewStep Blended Sampler, known_noise start", 4, 4,
             fewstep_row(4, known_noise="start")),
         Row("rad_4_no_lora", "Region-Aware Sampler, no LoRA", 4, 4, rad_row(4)),
+        *(Row(name, method, 4, 4, rad_row(4, TRAINED / file)) for name, (file, method) in RAD_LORAS.items()
+          if (TRAINED / file).is_file()),
         Row("teacher_50_blend", "teacher + core blend (euler, cfg 3), multi-step reference", 50, 100,
             core_blend_row(50, teacher=True)),
     ]

@@ -84,3 +84,27 @@ def diff_state(trained: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) 
         suffix = {"weight": "diff", "bias": "diff_b"}[kind]
         out[f"{kohya_key(path)}.{suffix}"] = (trained[name].detach().float() - value.float()).clone()
     return out
+
+
+def merge_lora(model: nn.Module, state: dict[str, torch.Tensor], strength: float = 1.0) -> int:
+    """Add a kohya-layout file's LoRA (W += s·(α/r)·up·down) and ``.diff``/``.diff_b`` deltas into ``model``'s
+    weights in place, the arithmetic of core ComfyUI's LoraLoader; returns the number of layers changed. A key that
+    names no layer of ``model`` is an error (a file for another architecture)."""
+    modules = {kohya_key(name): module for name, module in model.named_modules() if name}
+    keys = {k.rsplit(".", 2)[0] if ".lora_" in k else k.rsplit(".", 1)[0] for k in state}
+    unknown = sorted(keys - set(modules))
+    if unknown:
+        raise ValueError(f"LoRA: {len(unknown)} keys name no layer of the model, e.g. {unknown[:3]}")
+    with torch.no_grad():
+        for key in sorted(keys):
+            module = modules[key]
+            if f"{key}.lora_down.weight" in state:
+                down, up = state[f"{key}.lora_down.weight"].float(), state[f"{key}.lora_up.weight"].float()
+                alpha = float(state.get(f"{key}.alpha", torch.tensor(float(down.shape[0]))))
+                delta = (up.flatten(1) @ down.flatten(1)).reshape(module.weight.shape) * (alpha / down.shape[0])
+                module.weight += (strength * delta).to(module.weight)
+            if f"{key}.diff" in state:
+                module.weight += (strength * state[f"{key}.diff"].float()).to(module.weight)
+            if f"{key}.diff_b" in state:
+                module.bias += (strength * state[f"{key}.diff_b"].float()).to(module.bias)
+    return len(keys)

@@ -121,7 +121,18 @@ def perlin_mask(h: int, w: int, generator: torch.Generator, *,
     return (values <= threshold).float().view(1, h, w)
 
 
-MASK_KINDS = {"brush": brush_mask, "shape": shape_mask, "perlin": perlin_mask}
+def pixel_mask(h: int, w: int, generator: torch.Generator, *,
+               fraction: tuple[float, float] = (0.1, 0.9)) -> torch.Tensor:
+    """Independent-pixel hole, the ablation RAD compares Perlin masks with (Kim et al. 2025, §4.2): each pixel
+    is a hole with probability p ~ U(fraction); exactly round(p·H·W) pixels, as :func:`perlin_mask`."""
+    k = max(1, round(_uniform(generator, *fraction) * h * w))
+    order = torch.randperm(h * w, generator=generator)
+    out = torch.zeros(h * w)
+    out[order[:k]] = 1.0
+    return out.view(1, h, w)
+
+
+MASK_KINDS = {"brush": brush_mask, "shape": shape_mask, "perlin": perlin_mask, "pixel": pixel_mask}
 
 
 def random_hole_masks(batch: int, h: int, w: int, generator: torch.Generator,

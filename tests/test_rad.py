@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from core.lora import diff_state, inject_lora, lora_state
+from core.lora import diff_state, inject_lora, lora_state, merge_lora
 from core.rad import (
     abar_phase1, abar_phase2, nu_of, posterior_step, region_aware_denoise, sample_region_aware, sigma_map,
     sigma_maps, sinusoidal_embedding, spatial_time_embedding, strength, timestep_map, two_phase_alphas,
@@ -191,6 +191,31 @@ def test_lora_starts_as_identity_and_exports_kohya_keys():
         inject_lora(unet, ["nothing_like_this"], 2, 2.0)
 
 
+def test_merged_lora_and_diffs_equal_the_trained_wrapped_network():
+    """core.lora.merge_lora (the benchmark's loader, ComfyUI LoraLoader's arithmetic) gives the network the trainer
+    ran: adapters folded into the weights, time layers moved by their .diff/.diff_b."""
+    import copy
+
+    base = tiny_unet(False)
+    trained = copy.deepcopy(base)
+    x, ctx, t = torch.randn(1, 4, 16, 16), torch.randn(1, 6, 32), torch.tensor([300])
+    with torch.no_grad():
+        time_base = {k: v.clone() for k, v in trained.state_dict().items() if "time_embedding" in k}
+        loras = inject_lora(trained, ["to_q", "to_out.0", "conv1"], rank=2, alpha=3.0)
+        for module in loras.values():
+            module.up.weight.normal_(0, 0.05)
+        for k, v in trained.named_parameters():
+            if "time_embedding" in k:
+                v.add_(0.01)
+        expected = trained(x, t, encoder_hidden_states=ctx).sample
+        moved = {k: v for k, v in trained.state_dict().items() if "time_embedding" in k}
+        state = {**lora_state(loras), **diff_state(moved, time_base)}
+        assert merge_lora(base, state) == len(loras) + 2
+        torch.testing.assert_close(base(x, t, encoder_hidden_states=ctx).sample, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="name no layer"):
+        merge_lora(tiny_unet(False), {"lora_unet_nowhere.diff": torch.zeros(1)})
+
+
 def test_tiny_rad_run_lowers_the_masked_loss(tiny_rad_run):
     """Done-when: held-out element-wise loss on masked pixels ≤ 70 % of the untrained patched model's."""
     s = tiny_rad_run["summary"]
@@ -212,13 +237,16 @@ def test_tiny_rad_run_exports_a_kohya_lora_with_time_diffs(tiny_rad_run):
     ("missing_images", "images_dir: .*nope is not a folder"),
     ("no_base", "base_model: set it"),
     ("bad_base", "base_model: .*absent does not exist"),
+    ("bad_mask_kind", "mask_kind: 'blobs' is not one of perlin, pixel"),
 ])
 def test_trainer_refuses_bad_inputs_before_anything_loads(tiny_bases, image_folder, tmp_path, monkeypatch, case,
                                                           message):
     args = {"no_images": [f"--base_model={tiny_bases['custom']}"],
             "missing_images": [f"--base_model={tiny_bases['custom']}", f"--images_dir={tmp_path / 'nope'}"],
             "no_base": [f"--images_dir={image_folder}"],
-            "bad_base": [f"--base_model={tmp_path / 'absent'}", f"--images_dir={image_folder}"]}[case]
+            "bad_base": [f"--base_model={tmp_path / 'absent'}", f"--images_dir={image_folder}"],
+            "bad_mask_kind": [f"--base_model={tiny_bases['custom']}", f"--images_dir={image_folder}",
+                              "--mask_kind=blobs"]}[case]
     fails_before_loading(monkeypatch, "rad", args + [f"--output_dir={tmp_path / 'out'}"], message)
     assert not (tmp_path / "out").exists(), "nothing written"
 

@@ -2,14 +2,14 @@
 import pytest
 import torch
 
-from core.random_masks import brush_mask, perlin_mask, perlin_noise, random_hole_masks, shape_mask
+from core.random_masks import brush_mask, perlin_mask, perlin_noise, pixel_mask, random_hole_masks, shape_mask
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("make", [brush_mask, shape_mask, perlin_mask])
+@pytest.mark.parametrize("make", [brush_mask, shape_mask, perlin_mask, pixel_mask])
 def test_masks_are_binary_nonempty_and_reproducible(make):
     a = make(64, 48, gen(3))
     b = make(64, 48, gen(3))
@@ -28,6 +28,13 @@ def test_perlin_mask_masks_the_drawn_fraction_and_is_spatially_coherent():
     assert abs(float(m.mean()) - 0.3) < 0.01
     neighbours_equal = float((m[..., 1:, :] == m[..., :-1, :]).float().mean())
     assert neighbours_equal > 0.8, "Perlin holes are blobs, not salt-and-pepper"
+
+
+def test_pixel_mask_masks_the_drawn_fraction_as_independent_pixels():
+    m = pixel_mask(64, 64, gen(1), fraction=(0.3, 0.3))
+    assert float(m.sum()) == round(0.3 * 64 * 64)
+    neighbours_equal = float((m[..., 1:, :] == m[..., :-1, :]).float().mean())
+    assert abs(neighbours_equal - (0.3 ** 2 + 0.7 ** 2)) < 0.03, "no spatial coherence: salt and pepper"
 
 
 def test_perlin_noise_scale():

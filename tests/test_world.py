@@ -30,6 +30,29 @@ def test_scenes_are_deterministic_by_seed_and_splits_are_disjoint():
         scene.seed_of("holdout", 0)
 
 
+def test_images_command_writes_folders_the_trainers_read(tmp_path):
+    """``python -m benchmarks.world images``: the scenes as the trainers' image folders, captions and (TurboFill)
+    masks exactly the scenes' own."""
+    from trainers.common.fill_data import scan_fill_dataset
+    from trainers.common.images import scan_images
+
+    proc = run_module("benchmarks.world", ["images", "--out", str(tmp_path / "plain"), "--split", "val",
+                                           "--count", "3"])
+    assert json.loads(proc.stdout)["images"] == 3
+    items, skipped = scan_images(tmp_path / "plain")
+    assert not skipped and [i.caption for i in items] == [scene.scene(scene.seed_of("val", i))["caption"]
+                                                          for i in range(3)]
+    from PIL import Image
+
+    first = scene.scene(scene.seed_of("val", 0))
+    assert np.array_equal(np.asarray(Image.open(items[0].path)), (first["image"] * 255).round().astype(np.uint8))
+    scene.write_folder(tmp_path / "fill", "val", 2, masks=True)
+    fill, skipped = scan_fill_dataset(tmp_path / "fill")
+    assert len(fill) == 2 and not skipped
+    hole = np.asarray(Image.open(fill[0].mask)) > 127
+    assert np.array_equal(hole, first["visible"][0] > 0.5), "the first object's visible region is the hole"
+
+
 def test_caption_names_every_attribute_and_regions_match_objects():
     for i in range(40):
         item = scene.scene(scene.seed_of("train", i))
@@ -285,3 +308,73 @@ def test_nodes_on_the_world_equal_the_benchmark_core_path(world, pack_nodes):
         core_metrics = quality.aggregate(quality.case_metrics(world, batch, core_images))
         assert node_metrics["hole_psnr_db"] == pytest.approx(core_metrics["hole_psnr_db"], abs=0.05)
         assert node_metrics["seam_score"] == pytest.approx(core_metrics["seam_score"], abs=0.02)
+
+
+# ------------------------------------------------------------------ trained methods on the world (issue 15)
+
+
+@pytest.mark.parametrize("row", sorted(quality.RAD_LORAS))
+def test_committed_rad_files_come_from_the_trainers_world_config(row):
+    """Each committed RAD file is trainers.rad's own export from trainers/configs/rad_world.yaml on the world."""
+    import yaml
+
+    from core.weights import load_weights
+
+    file, _ = quality.RAD_LORAS[row]
+    _, metadata = load_weights(quality.TRAINED / file)
+    entry = json.loads((quality.TRAINED / file).with_suffix(".manifest.json").read_text())
+    assert entry["sha256"] == sha256_file(quality.TRAINED / file), "the file the trainer wrote, unaltered"
+    assert entry["produced_by"]["config"] == "trainers/configs/rad_world.yaml"
+    config = metadata["config"]
+    recipe = yaml.safe_load((quality.REPO / "trainers" / "configs" / "rad_world.yaml").read_text())
+    assert metadata["kind"] == "rad" and config["base_model"] == recipe["base_model"]
+    assert config["mask_kind"] == ("pixel" if row.endswith("_pixel") else "perlin")
+    assert config["max_steps"] == recipe["max_steps"] and config["rank"] == recipe["rank"]
+
+
+@pytest.fixture(scope="module")
+def rad_rows(world):
+    rows = {r.name: r for r in quality.all_rows()}
+    batch = quality.materialise(CI_CASES)
+    results, _ = quality.run_rows(world, batch, [rows[n] for n in ("rad_4_no_lora", *quality.RAD_LORAS, "fewstep_4")])
+    return {r["name"]: r["metrics"] for r in results}
+
+
+def test_rad_lora_effect_is_pinned(rad_rows):
+    """Measured 2026-12-02 on these 12 cases (README, RAD on the world, for all 48): hole PSNR without the LoRA
+    16.47 dB (seam 6.08), with the Perlin-trained LoRA 20.11 (3.73), with the pixel-trained LoRA 16.80 (4.21),
+    FewStep Blended Sampler 21.81 (4.32). Pinned with margins: the LoRA is what makes RAD work (≥ 2 dB and ≥ 1 seam
+    better than without), it stays within 3 dB of the blended sampler, and Perlin training beats independent
+    pixels (RAD's ablation) by ≥ 1 dB."""
+    none, perlin, pixel = (rad_rows[n] for n in ("rad_4_no_lora", "rad_4_lora", "rad_4_lora_pixel"))
+    assert perlin["hole_psnr_db"] >= none["hole_psnr_db"] + 2.0
+    assert perlin["seam_score"] <= none["seam_score"] - 1.0
+    assert perlin["hole_psnr_db"] >= rad_rows["fewstep_4"]["hole_psnr_db"] - 3.0
+    assert perlin["hole_psnr_db"] >= pixel["hole_psnr_db"] + 1.0
+    assert all(m["known_max_abs_after"] == 0.0 for m in rad_rows.values())
+
+
+@requires_comfyui
+@pytest.mark.parametrize("row", sorted(quality.RAD_LORAS))
+def test_rad_lora_through_the_node_equals_the_benchmark_row(world, pack_nodes, row):
+    """The Region-Aware Sampler node with the committed RAD file (ComfyUI's LoraLoader, the node's patch) gives the
+    benchmark row's latents (core.lora.merge_lora on the student)."""
+    import importlib
+
+    import folder_paths
+    from benchmarks.world.comfy_model import conditioning, load_world_model
+
+    from .conftest import PACK_NAME
+
+    comfy_rad = importlib.import_module(f"{PACK_NAME}.nodes.comfy_rad")
+    file, _ = quality.RAD_LORAS[row]
+    folder_paths.add_model_folder_path("fewstep_rad", str(quality.TRAINED))
+    model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
+    batch = quality.materialise(CI_CASES[:4])
+    source = world.encode(batch.images)
+    latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
+    out = comfy_rad.region_aware_sample(model, conditioning(world.cond(batch.prompts)), latent, 4, quality.ROW_SEED,
+                                        1.0, file, 1.0)
+    rows = {r.name: r for r in quality.all_rows()}
+    core_latents, _ = quality.row_images(world, batch, rows[row], quality.ROW_SEED)
+    torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)

@@ -20,7 +20,7 @@ import torch
 
 from core.lora import diff_state, inject_lora, lora_state
 from core.rad import abar_phase1, nu_of, region_aware_denoise, sample_region_aware, sigma_maps, timestep_map
-from core.random_masks import perlin_mask
+from core.random_masks import perlin_mask, pixel_mask
 from core.schedules import fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel
 from trainers.common.config import RunConfig
@@ -33,6 +33,7 @@ from trainers.common.unet_walk import check_unet, spatial_forward
 
 MODULE = "trainers.rad"
 TIME_LAYERS = ("time_embedding.linear_1", "time_embedding.linear_2", "time_emb_proj")
+RAD_MASKS = {"perlin": perlin_mask, "pixel": pixel_mask}
 
 
 @dataclass
@@ -53,6 +54,7 @@ class RADConfig(RunConfig):
                                                         "conv_in", "conv_out"])
     timestep_range: list = field(default_factory=lambda: [0, 999])
     mask_fraction: list = field(default_factory=lambda: [0.0, 1.0])
+    mask_kind: str = "perlin"  # perlin (the paper's) | pixel (independent pixels: the paper's ablation)
     steps: int = 4  # the few-step grid used for previews and recorded in the metadata
     preview_every: int = 500
 
@@ -62,7 +64,7 @@ class Batch:
     images: torch.Tensor
     source: torch.Tensor  # z0, model space
     cond: dict
-    mask: torch.Tensor  # (B,1,h,w) Perlin hole at latent resolution
+    mask: torch.Tensor  # (B,1,h,w) hole at latent resolution (Perlin, or independent pixels)
     t: torch.Tensor  # (B,)
     noise: torch.Tensor
 
@@ -95,7 +97,8 @@ def make_batch(cfg, base: BaseModel, items, indices, generator, device, dtype) -
     images = torch.stack([load_image(items[i].path, cfg.resolution) for i in indices]).to(device)
     source = base.vae.encode((images * 2 - 1).to(dtype)).latent_dist.mean.float() * base.scaling_factor
     b, _, h, w = source.shape
-    mask = torch.stack([perlin_mask(h, w, generator, fraction=tuple(cfg.mask_fraction)) for _ in range(b)]).to(device)
+    draw = RAD_MASKS[cfg.mask_kind]
+    mask = torch.stack([draw(h, w, generator, fraction=tuple(cfg.mask_fraction)) for _ in range(b)]).to(device)
     lo, hi = cfg.timestep_range
     t = torch.randint(lo, hi + 1, (b,), generator=generator).to(device)
     noise = torch.randn(source.shape, generator=generator).to(device)
@@ -160,6 +163,8 @@ def check_config(cfg: RADConfig) -> None:
     lo, hi = cfg.timestep_range
     if not 0 <= lo <= hi <= 999:
         raise ValueError(f"timestep_range: {cfg.timestep_range} must satisfy 0 ≤ lo ≤ hi ≤ 999")
+    if cfg.mask_kind not in RAD_MASKS:
+        raise ValueError(f"mask_kind: {cfg.mask_kind!r} is not one of {', '.join(RAD_MASKS)}")
 
 
 def train(cfg: RADConfig, config_path: str = "") -> dict:

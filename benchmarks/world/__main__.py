@@ -1,4 +1,5 @@
-"""python -m benchmarks.world build --out DIR [--device cuda] [--preset full|mini] [--seed N] [--threads N]"""
+"""python -m benchmarks.world build --out DIR [--device cuda] [--preset full|mini] [--seed N] [--threads N]
+python -m benchmarks.world images --out DIR [--split train|val|test] [--count N] [--masks]"""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,18 @@ def main(argv=None) -> int:
     build.add_argument("--preset", default="full", choices=["full", "mini"], help="mini: a CI-sized build")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    images = sub.add_parser("images", help="write scenes as a trainer's image folder (png + caption txt [+ mask])")
+    images.add_argument("--out", required=True)
+    images.add_argument("--split", default="train", choices=["train", "val", "test"])
+    images.add_argument("--count", type=int, default=2000)
+    images.add_argument("--masks", action="store_true", help="also name_mask.png: the first object (TurboFill)")
     args = parser.parse_args(argv)
+    if args.command == "images":
+        from .scene import write_folder
+
+        stems = write_folder(args.out, args.split, args.count, masks=args.masks)
+        print(json.dumps({"out": args.out, "split": args.split, "images": len(stems)}))
+        return 0
 
     import torch
 

@@ -158,3 +158,26 @@ def vocabulary() -> list[str]:
     for p in POSITIONS:
         words |= set(p.split())
     return sorted(words)
+
+
+def write_folder(out, split: str, count: int, *, masks: bool = False) -> list[str]:
+    """Scenes 0..count-1 of ``split`` as a trainer's image folder: ``<split>_<i>.png`` with its detailed caption in
+    ``.txt`` (the trainers' ``images_dir``); with ``masks``, also ``_mask.png``, the first object's visible region
+    (white = hole: TurboFill's layout). Returns the file stems."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    stems = []
+    for i in range(count):
+        item = scene(seed_of(split, i))
+        stem = f"{split}_{i:06d}"
+        Image.fromarray((item["image"] * 255).round().astype(np.uint8)).save(folder / f"{stem}.png")
+        (folder / f"{stem}.txt").write_text(item["caption"] + "\n", encoding="utf-8")
+        if masks:
+            hole = item["visible"][0] > 0.5 if len(item["visible"]) else np.zeros((SIZE, SIZE), bool)
+            Image.fromarray(hole.astype(np.uint8) * 255).save(folder / f"{stem}_mask.png")
+        stems.append(stem)
+    return stems
