@@ -1,4 +1,4 @@
-"""The device check: every figure only a GPU can give, in one run that writes one JSON (about 8 min on an H100/H200).
+"""The device check: every figure only a GPU can give, in one run that writes one JSON (sized for 8 min on an H100).
 
     COMFYUI_DIR=/path/to/ComfyUI python -m benchmarks.device_suite --out device_suite.json
     COMFYUI_DIR=/path/to/ComfyUI python -m benchmarks.device_suite --smoke --out smoke.json   # CPU, tiny (CI)
