@@ -341,7 +341,7 @@ def rad_rows(world):
 
 
 def test_rad_lora_effect_is_pinned(rad_rows):
-    """Measured 2026-12-02 on these 12 cases (README, RAD on the world, for all 48): hole PSNR without the LoRA
+    """Measured 2026-12-02 on these 12 cases (all 48: README, 'RAD on the world'): hole PSNR without the LoRA
     16.47 dB (seam 6.08), with the Perlin-trained LoRA 20.11 (3.73), with the pixel-trained LoRA 16.80 (4.21),
     FewStep Blended Sampler 21.81 (4.32). Pinned with margins: the LoRA is what makes RAD work (≥ 2 dB and ≥ 1 seam
     better than without), it stays within 3 dB of the blended sampler, and Perlin training beats independent
