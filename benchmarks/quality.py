@@ -32,6 +32,7 @@ from benchmarks.world import WEIGHTS, models, sampling, scene  # noqa: E402
 from benchmarks.world.judge import bbox_region, empty_box, region_matches  # noqa: E402
 from core.blend import clear_hole, reblend_noise  # noqa: E402
 from core.composite import exact_composite  # noqa: E402
+from core.inverfill import black_out, blended_start, invert, sampler_noise_for_start  # noqa: E402
 from core.masks import mask_for_latent  # noqa: E402
 from core.rad import region_aware_denoise, sample_region_aware, sigma_maps  # noqa: E402
 from core.samplers import sample_fewstep_blended, seeded_noise_sampler, ve_renoise  # noqa: E402
@@ -238,7 +239,8 @@ class Row:
     method: str
     steps: int
     nfe: int
-    run: Callable  # (world, source latents, pixel masks (B,1,H,W), cond, uncond, seed) -> latents
+    run: Callable  # (world, source latents, pixel masks (B,1,H,W), cond, uncond, seed[, images=]) -> latents
+    needs_images: bool = False  # run also takes images= (B,3,H,W) in 0..1, e.g. to encode the masked image
 
 
 def latent_mask(masks: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
@@ -305,6 +307,38 @@ def core_blend_row(steps: int, teacher: bool = False, cfg_scale: float = 3.0) ->
     return run
 
 
+def repaint_row(steps: int, resample: int, teacher: bool = False, cfg_scale: float = 3.0) -> Callable:
+    """RePaint's resampling loop (Lugmayr et al. 2022, jump length 1), the baseline of RAD's speed claim, as
+    benchmarks/rad_overhead.py runs it in ComfyUI: at every σ_i the step to σ_{i+1} is taken ``resample`` times,
+    each but the last followed by re-noising back to σ_i; the known region is blended before and after every call
+    as core's KSamplerX0Inpaint. Student: the x̂0 + fresh-noise step; teacher: Euler, with CFG."""
+
+    def run(world, source, pixel_mask, cond, uncond, seed):
+        mask = latent_mask(pixel_mask, source)
+        sigmas = sampling.grid_sigmas(steps)
+        noise, _ = sampling.start_noise(source.shape, seed, sigmas[0])
+        generator = torch.Generator().manual_seed(seed + 1)
+        unet = world.teacher if teacher else world.student
+        inner = sampling.guided(sampling.unet_denoiser(unet), cond, uncond if teacher else None,
+                                cfg_scale if teacher else 1.0)
+        model = X0Inpaint(inner, source, mask, noise)
+        x = source + torch.sqrt(1 + sigmas[0] ** 2) * noise
+        s_in = x.new_ones(x.shape[0])
+        for i in range(len(sigmas) - 1):
+            hi, lo = sigmas[i], sigmas[i + 1]
+            for u in range(resample):
+                denoised = model(x, hi * s_in)
+                if teacher:
+                    x = x + (lo - hi) * (x - denoised) / hi
+                else:
+                    x = denoised + lo * torch.randn(x.shape, generator=generator) if lo > 0 else denoised
+                if u < resample - 1:
+                    x = x + torch.sqrt(hi ** 2 - lo ** 2) * torch.randn(x.shape, generator=generator)
+        return torch.where(mask == 0, source, x)
+
+    return run
+
+
 TRAINED = REPO / "benchmarks" / "world" / "trained"  # method weights trained on the world by the pack's trainers
 RAD_LORAS = {"rad_4_lora": ("rad_world.safetensors", "Region-Aware Sampler + RAD LoRA (Perlin masks)"),
              "rad_4_lora_pixel": ("rad_world_pixel.safetensors",
@@ -356,6 +390,133 @@ def rad_row(steps: int, lora: Path | None = None) -> Callable:
     return run
 
 
+INVERFILL_NETS = {
+    "inverfill": ("inverfill_world.safetensors", "InverFill (Inverse Noise Init) + FewStep Blended Sampler"),
+    "inverfill_4_no_reg": ("inverfill_world_no_reg.safetensors", "InverFill trained without L_reg (Table 2)"),
+    "inverfill_4_no_reblend": ("inverfill_world_no_reblend.safetensors",
+                               "InverFill trained without Re-Blend (Figs. 5–6)"),
+    "inverfill_4_no_adv": ("inverfill_world_no_adv.safetensors", "InverFill trained without the adversarial term"),
+}
+
+
+def inversion_network(world, path: Path):
+    """F as trainers.inverfill exported it: diffusers UNet keys in the student's architecture (what InverFill
+    Loader rebuilds in the MODEL's own; tests/test_world.py checks the node path gives the same)."""
+    import copy
+
+    from core.weights import load_weights
+
+    state, _ = load_weights(path)
+    unet = copy.deepcopy(world.student)
+    unet.load_state_dict(state)
+    return unet.eval()
+
+
+def inverfill_row(steps: int, network: Path) -> Callable:
+    """Inverse Noise Init (nodes/comfy_inverfill.py) → FewStep Blended Sampler, known_noise start: ẑ_T = F(E(image
+    with the hole black), 500, c), Re-Blend with the seeded ε′, the NOISE that starts the sampler exactly at
+    ẑ_T^blend and re-noises the known region with it (docs/methods.md §1.3)."""
+    from trainers.common.base_model import unet_eps_fn
+
+    cache: dict = {}
+
+    def run(world, source, pixel_mask, cond, uncond, seed, images):
+        if "f" not in cache:
+            cache["f"] = inversion_network(world, network)
+        sigmas = sampling.grid_sigmas(steps)
+        fresh, _ = sampling.start_noise(source.shape, seed, sigmas[0])
+        masked = world.encode(black_out(images, pixel_mask))
+        inverted = invert(unet_eps_fn(cache["f"]), masked, encoder_hidden_states=cond)
+        vp_start = blended_start(inverted, fresh, mask_for_latent(pixel_mask[:, 0], source.shape))
+        regenerate = latent_mask(pixel_mask, source)
+        noise = sampler_noise_for_start(vp_start, source, float(sigmas[0]), True, regenerate)
+        x = ve_renoise(torch.sqrt(1 + sigmas[0] ** 2), noise, source)
+        model = sampling.guided(sampling.unet_denoiser(world.student), cond, None, 1.0)
+        return sample_fewstep_blended(model, x, sigmas, {"seed": seed}, disable=True, source=source,
+                                      mask=regenerate, noise_sampler=seeded_noise_sampler(x, seed), known_noise=noise)
+
+    return run
+
+
+def inverfill_rows() -> list[Row]:
+    """InverFill Table 1 at toy scale: the trained F at 1, 2 and 4 steps (baseline: fewstep_N_known_start, the
+    same sampler from plain seeded noise), and the ablations' networks at 4 steps; rows whose file is absent are
+    left out. NFE counts F's pass."""
+    rows = []
+    file, method = INVERFILL_NETS["inverfill"]
+    if (TRAINED / file).is_file():
+        rows += [Row(f"inverfill_{n}", method, n, n + 1, inverfill_row(n, TRAINED / file), needs_images=True)
+                 for n in (1, 2, 4)]
+    rows += [Row(name, method, 4, 5, inverfill_row(4, TRAINED / file), needs_images=True)
+             for name, (file, method) in INVERFILL_NETS.items() if name != "inverfill" and (TRAINED / file).is_file()]
+    return rows
+
+
+TURBOFILL_ADAPTERS = {
+    "turbofill_4": ("turbofill_world.safetensors", "TurboFill adapter + FewStep Blended Sampler"),
+    "turbofill_4_no_bg": ("turbofill_world_no_bg.safetensors", "TurboFill trained without L_BG (Table 3)"),
+    "turbofill_4_no_fake_diff": ("turbofill_world_no_fake_diff.safetensors",
+                                 "TurboFill trained without the fake diffusion loss (Table 3)"),
+    "turbofill_4_no_real_diff": ("turbofill_world_no_real_diff.safetensors",
+                                 "TurboFill trained without the real diffusion loss (Table 3)"),
+    "turbofill_4_teacher_only": ("turbofill_world_teacher_only.safetensors",
+                                 "adapter trained on the teacher only, used on the student (BrushNet moved)"),
+    "turbofill_4_bg_regions": ("turbofill_world_bg_regions.safetensors",
+                               "TurboFill trained on object and background-box regions (our data variant)"),
+}
+
+
+def turbofill_adapter(path: Path):
+    """The adapter as trainers.turbofill exported it (its adapter_config metadata, strict keys), as TurboFill
+    Loader builds it; tests/test_world.py checks the node path gives the same."""
+    from core.turbofill import AdapterConfig, TurboFillAdapter
+    from core.weights import load_weights
+
+    state, metadata = load_weights(path)
+    adapter = TurboFillAdapter(AdapterConfig(**metadata["adapter_config"]))
+    adapter.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return adapter.eval()
+
+
+def turbofill_row(steps: int, path: Path) -> Callable:
+    """TurboFill Adapter Apply (nodes/comfy_turbofill.py) + FewStep Blended Sampler on the student, the shipped
+    template's graph: the adapter reads the VP-scaled input, the masked image's latent (hole black) and the hole at
+    latent size, and adds its residuals to the student's encoder, middle and skips at every step."""
+    from core.denoiser import EpsDenoiser
+    from core.turbofill import hint_mask, masked_image
+    from trainers.common.unet_walk import walk_unet
+
+    cache: dict = {}
+
+    def run(world, source, pixel_mask, cond, uncond, seed, images):
+        if "adapter" not in cache:
+            cache["adapter"] = turbofill_adapter(path)
+        adapter = cache["adapter"]
+        hole = (pixel_mask > 0.5).float()
+        hint = torch.cat([world.encode(masked_image(images, hole)), hint_mask(hole, source.shape[-2:])], 1)
+
+        def eps_fn(x, t, encoder_hidden_states):
+            control = adapter(x, hint, t.float())
+            return walk_unet(world.student, x, encoder_hidden_states, timesteps=t, control=control)
+
+        mask = latent_mask(pixel_mask, source)
+        sigmas = sampling.grid_sigmas(steps)
+        noise, _ = sampling.start_noise(source.shape, seed, sigmas[0])
+        x = ve_renoise(torch.sqrt(1 + sigmas[0] ** 2), noise, source)
+        model = sampling.guided(EpsDenoiser(eps_fn), cond, None, 1.0)
+        return sample_fewstep_blended(model, x, sigmas, {"seed": seed}, disable=True, source=source, mask=mask,
+                                      noise_sampler=seeded_noise_sampler(x, seed))
+
+    return run
+
+
+def turbofill_rows() -> list[Row]:
+    """TurboFill Table 1 / 3 at toy scale: each committed adapter at 4 steps (baseline: fewstep_4, the same graph
+    without the adapter); rows whose file is absent are left out."""
+    return [Row(name, method, 4, 4, turbofill_row(4, TRAINED / file), needs_images=True)
+            for name, (file, method) in TURBOFILL_ADAPTERS.items() if (TRAINED / file).is_file()]
+
+
 def all_rows() -> list[Row]:
     rows = [Row("core_blend_4", "core ComfyUI blend (KSamplerX0Inpaint, lcm)", 4, 4, core_blend_row(4))]
     for n in (1, 2, 4):
@@ -363,16 +524,23 @@ def all_rows() -> list[Row]:
     for n in (1, 2, 4):
         rows.append(Row(f"fewstep_{n}_reblend", "FewStep Blended Sampler + Re-Blend", n, n,
                         fewstep_row(n, reblend=True)))
+    rows.append(Row("fewstep_4_hole_noise", "FewStep Blended Sampler, hole_init noise", 4, 4,
+                    fewstep_row(4, hole_init="noise")))
+    for n in (1, 2, 4):
+        rows.append(Row(f"fewstep_{n}_known_start", "FewStep Blended Sampler, known_noise start", n, n,
+                        fewstep_row(n, known_noise="start")))
     rows += [
-        Row("fewstep_4_hole_noise", "FewStep Blended Sampler, hole_init noise", 4, 4,
-            fewstep_row(4, hole_init="noise")),
-        Row("fewstep_4_known_start", "FewStep Blended Sampler, known_noise start", 4, 4,
-            fewstep_row(4, known_noise="start")),
+        *inverfill_rows(),
+        *turbofill_rows(),
         Row("rad_4_no_lora", "Region-Aware Sampler, no LoRA", 4, 4, rad_row(4)),
         *(Row(name, method, 4, 4, rad_row(4, TRAINED / file)) for name, (file, method) in RAD_LORAS.items()
           if (TRAINED / file).is_file()),
         Row("teacher_50_blend", "teacher + core blend (euler, cfg 3), multi-step reference", 50, 100,
             core_blend_row(50, teacher=True)),
+        Row("repaint_4x10", "RePaint resampling loop on the student (10 resamples per step)", 4, 40,
+            repaint_row(4, 10)),
+        Row("repaint_teacher_50x10", "RePaint resampling loop on the teacher (euler, cfg 3, 10 resamples)", 50, 1000,
+            repaint_row(50, 10, teacher=True)),
     ]
     return rows
 
@@ -451,6 +619,18 @@ def aggregate(per_case: list[dict]) -> dict:
     return out
 
 
+def paired(report: dict, a: str, b: str, key: str = "hole_psnr_db") -> dict:
+    """Row a minus row b on the same cases: mean difference of ``key``, its standard error, and the cases where a is
+    ahead (for PSNR: higher; for MSE, seam and colour shift: lower) — how README states "ties" and "beats"."""
+    rows = {r["name"]: {c["id"]: c for c in r["per_case"]} for r in report["rows"]}
+    common = [i for i in rows[a] if key in rows[a][i] and key in rows[b].get(i, {})]
+    diffs = np.array([rows[a][i][key] - rows[b][i][key] for i in common])
+    higher_better = key in ("hole_psnr_db", "semantic_agreement")
+    ahead = int((diffs > 0).sum() if higher_better else (diffs < 0).sum())
+    se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
+    return {"mean": float(diffs.mean()), "se": se, "ahead": ahead, "cases": len(diffs)}
+
+
 # ------------------------------------------------------------------------------------------ run
 
 
@@ -458,7 +638,8 @@ def row_images(world: World, batch: Batch, row: Row, seed: int = ROW_SEED) -> tu
     """(latents, decoded images) of one row on a batch: encode, the row's sampler, decode."""
     source = world.encode(batch.images)
     with torch.no_grad():
-        latents = row.run(world, source, batch.masks, world.cond(batch.prompts), world.cond([""]), seed)
+        extra = {"images": batch.images} if row.needs_images else {}
+        latents = row.run(world, source, batch.masks, world.cond(batch.prompts), world.cond([""]), seed, **extra)
     return latents, world.decode(latents)
 
 
@@ -477,6 +658,21 @@ def run_rows(world: World, batch: Batch, rows: list[Row], seed: int = ROW_SEED) 
                         "metrics": metrics, "per_case": per_case})
         images[row.name] = generated
     return results, images
+
+
+def case_kind(case_id: str) -> str:
+    """The default set's hole kind from a case id (background-…, part-…, object-…); "other" for user cases."""
+    kind = case_id.split("-", 1)[0]
+    return kind if kind in ("background", "part", "object") else "other"
+
+
+def by_kind(per_case: list[dict], key: str = "hole_psnr_db") -> dict:
+    """Mean of ``key`` per hole kind (a method trained on one kind of hole shows it here)."""
+    groups: dict = {}
+    for c in per_case:
+        if key in c and not math.isnan(c[key]):
+            groups.setdefault(case_kind(c["id"]), []).append(c[key])
+    return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
 def markdown(report: dict) -> str:
@@ -498,6 +694,13 @@ def markdown(report: dict) -> str:
                      f"{f('known_max_abs_after', '{:g}')} | "
                      f"{f('hole_psnr_db', '{:.2f}')} | {f('hole_mse', '{:.4f}')} | {f('semantic_agreement')} | "
                      f"{f('seam_score')} | {f('ring_colour_shift', '{:.1f}')} | {r['seconds_per_image']:.4f} |")
+    kinds = [k for k in ("background", "part", "object", "other")
+             if any(k in by_kind(r["per_case"]) for r in report["rows"])]
+    lines += ["", "Hole PSNR dB by hole kind:", "", "| row | " + " | ".join(kinds) + " |",
+              "|---|" + "---|" * len(kinds)]
+    for r in report["rows"]:
+        means = by_kind(r["per_case"])
+        lines.append(f"| {r['name']} | " + " | ".join(f"{means[k]:.2f}" if k in means else "–" for k in kinds) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -193,8 +193,10 @@ def test_options_are_checked_before_any_work(photos, tiny_sam2):
         rd.check_config(config(photos, tiny_sam2.safetensors, multimask="first"))
     with pytest.raises(ConfigError, match="captioner: cannot import nowhere:fn"):
         rd.import_captioner("nowhere:fn")
-    with pytest.raises(ConfigError, match="--sam2_checkpoint is required"):
-        rd.check_config(config(photos, Path(""), sam2_checkpoint=""))
+    with pytest.raises(ConfigError, match="--sam2_checkpoint is required .automatic"):
+        rd.check_config(config(photos, Path(""), sam2_checkpoint="", prompts="automatic"))
+    with pytest.raises(ConfigError, match="--sam2_checkpoint is required: the prompts file has clicks or boxes"):
+        rd.build(config(photos, Path(""), sam2_checkpoint=""))
     blocker = photos / "a_file"
     blocker.write_text("")
     with pytest.raises(ValueError, match="output_dir: .*a_file/out cannot be created: "
@@ -208,3 +210,33 @@ def test_captions_lookup():
     assert [rd.caption_from_table(table, image, k) for k in range(3)] == ["first", "override", ""]
     assert rd.caption_from_table(table, Path("dog.jpg"), 0) == "a dog"
     assert rd.mask_to_l(torch.tensor([[0.0, 1.0]])).tolist() == [[0, 255]]
+
+
+def test_regions_given_as_mask_files_need_no_sam2(photos):
+    """{"mask": file} regions are written as given (white = region), without a SAM2 checkpoint; a mask of another
+    size, a missing file or an empty mask is skipped with its reason."""
+    source = rgb(photos / "photos" / "astronaut.png")
+    masks = photos / "masks"
+    masks.mkdir()
+    region = np.zeros(source.shape[:2], np.uint8)
+    region[100:300, 200:350] = 255
+    Image.fromarray(region).save(masks / "a0.png")
+    Image.fromarray(np.zeros(source.shape[:2], np.uint8)).save(masks / "empty.png")
+    Image.fromarray(region[:50]).save(masks / "small.png")
+    prompts = {"astronaut.png": [{"mask": "masks/a0.png"}, {"mask": "masks/small.png"}, {"mask": "masks/none.png"},
+                                 {"mask": "masks/empty.png"}, {"mask": "masks/a0.png", "boxes": [[0, 0, 9, 9]]}]}
+    (photos / "mask_prompts.json").write_text(json.dumps(prompts))
+    (photos / "mask_captions.json").write_text(json.dumps({"astronaut.png": "a region"}))
+    summary = rd.build(config(photos, Path(""), sam2_checkpoint="", prompts=str(photos / "mask_prompts.json"),
+                              captions=str(photos / "mask_captions.json")))
+    out = photos / "out"
+    assert summary["samples_written"] == 1 and (out / "astronaut-r0.txt").read_text() == "a region"
+    with Image.open(out / "astronaut-r0_mask.png") as img:
+        assert np.array_equal(np.asarray(img), region)
+    with Image.open(out / "astronaut-r0.png") as img:
+        assert np.array_equal(np.asarray(img), source)
+    why = reasons(summary)
+    assert why[("astronaut.png", 1)].endswith("is 512×50 but the image is 512×512")
+    assert "cannot read mask" in why[("astronaut.png", 2)]
+    assert why[("astronaut.png", 3)] == "no mask (an empty region)"
+    assert why[("astronaut.png", 4)].endswith("a mask region takes only 'mask', not ['boxes']")

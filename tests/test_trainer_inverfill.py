@@ -154,3 +154,29 @@ def test_the_command_line_reports_a_bad_input_and_exits_non_zero(tmp_path):
                                              f"--base_model={tmp_path}", f"--output_dir={tmp_path / 'out'}"],
                       check=False)
     assert proc.returncode != 0 and "base_model: " in proc.stderr and "is not a diffusers folder" in proc.stderr
+
+
+@pytest.mark.parametrize("reblend", [True, False])
+def test_the_reblend_ablation_feeds_g_the_inverted_noise_itself(reblend):
+    """reblend=false (the paper's "w/o Re-Blend"): G gets ẑ_T unchanged, fresh noise never enters the hole;
+    the default re-blends before G."""
+    from types import SimpleNamespace
+
+    from core.inverfill import blended_start
+    from trainers.inverfill import inverfill_forward
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    batch = SimpleNamespace(cond={}, masked_latent=torch.randn(2, 4, 8, 8, generator=g),
+                            fresh=torch.randn(2, 4, 8, 8, generator=g), mask=mask)
+    base = SimpleNamespace(alphas_cumprod=torch.linspace(0.999, 0.005, 1000))
+    fed = []
+    out = inverfill_forward(lambda x, t: 0.5 * x + 1.0, lambda x, t: fed.append(x) or torch.zeros_like(x), base,
+                            batch, torch.float32, reblend)
+    inverted = 0.5 * batch.masked_latent + 1.0
+    torch.testing.assert_close(out["inverted"], inverted)
+    expected = blended_start(inverted, batch.fresh, mask) if reblend else inverted
+    torch.testing.assert_close(out["blended"], expected)
+    torch.testing.assert_close(fed[0], expected)
+    assert torch.equal(out["blended"][..., 3, 3], batch.fresh[..., 3, 3]) == reblend

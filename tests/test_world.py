@@ -53,6 +53,36 @@ def test_images_command_writes_folders_the_trainers_read(tmp_path):
     assert np.array_equal(hole, first["visible"][0] > 0.5), "the first object's visible region is the hole"
 
 
+def test_prompts_and_regions_commands_write_what_the_trainers_take(tmp_path):
+    """``prompts``: one detailed caption per line (InverFill's prompts_file); ``regions`` + trainers.region_dataset
+    without SAM2: TurboFill's layout, each object's grown box as its hole with its region caption (and with
+    --background a background-only box captioned with the background)."""
+    import trainers.region_dataset as rd
+    from benchmarks.world.judge import bbox_region
+    from PIL import Image
+    from trainers.common.fill_data import scan_fill_dataset
+
+    run_module("benchmarks.world", ["prompts", "--out", str(tmp_path / "p.txt"), "--split", "val", "--count", "3"])
+    assert (tmp_path / "p.txt").read_text().splitlines() == [scene.scene(scene.seed_of("val", i))["caption"]
+                                                              for i in range(3)]
+    proc = run_module("benchmarks.world", ["regions", "--out", str(tmp_path / "src"), "--split", "val", "--count",
+                                           "4", "--background"])
+    regions = json.loads(proc.stdout)["regions"]
+    src = tmp_path / "src"
+    assert rd.main(["--images_dir", str(src / "images"), "--output_dir", str(tmp_path / "out"),
+                    "--prompts", str(src / "prompts.json"), "--captions", str(src / "captions.json")]) == 0
+    items, unusable = scan_fill_dataset(tmp_path / "out")
+    assert len(items) == regions and not unusable
+    first = scene.scene(scene.seed_of("val", 0))
+    sample = next(i for i in items if i.image.stem == "val_000000-r0")
+    j = next(j for j, f in enumerate(first["visible_fraction"]) if f >= 0.5)
+    assert sample.caption == first["regions"][j]
+    assert np.array_equal(np.asarray(Image.open(sample.mask)) > 127, bbox_region(first["visible"][j], 3) > 0.5)
+    backgrounds = [i for i in items if i.caption.endswith("background")]
+    assert backgrounds and all(i.caption == scene.background_caption(scene.scene(scene.seed_of(
+        "val", int(i.image.stem.split("_")[1].split("-")[0])))["params"]["background"]) for i in backgrounds)
+
+
 def test_caption_names_every_attribute_and_regions_match_objects():
     for i in range(40):
         item = scene.scene(scene.seed_of("train", i))
@@ -313,20 +343,25 @@ def test_nodes_on_the_world_equal_the_benchmark_core_path(world, pack_nodes):
 # ------------------------------------------------------------------ trained methods on the world (issue 15)
 
 
-@pytest.mark.parametrize("row", sorted(quality.RAD_LORAS))
-def test_committed_rad_files_come_from_the_trainers_world_config(row):
-    """Each committed RAD file is trainers.rad's own export from trainers/configs/rad_world.yaml on the world."""
+def committed_provenance(file: str, config_name: str) -> tuple[dict, dict]:
+    """(the exported file's metadata, the world config it names) after checking the file is the trainer's own,
+    unaltered (sha256 of its manifest entry), made from ``trainers/configs/<config_name>``."""
     import yaml
 
     from core.weights import load_weights
 
-    file, _ = quality.RAD_LORAS[row]
     _, metadata = load_weights(quality.TRAINED / file)
     entry = json.loads((quality.TRAINED / file).with_suffix(".manifest.json").read_text())
     assert entry["sha256"] == sha256_file(quality.TRAINED / file), "the file the trainer wrote, unaltered"
-    assert entry["produced_by"]["config"] == "trainers/configs/rad_world.yaml"
+    assert entry["produced_by"]["config"] == f"trainers/configs/{config_name}"
+    return metadata, yaml.safe_load((quality.REPO / "trainers" / "configs" / config_name).read_text())
+
+
+@pytest.mark.parametrize("row", sorted(quality.RAD_LORAS))
+def test_committed_rad_files_come_from_the_trainers_world_config(row):
+    """Each committed RAD file is trainers.rad's own export from trainers/configs/rad_world.yaml on the world."""
+    metadata, recipe = committed_provenance(quality.RAD_LORAS[row][0], "rad_world.yaml")
     config = metadata["config"]
-    recipe = yaml.safe_load((quality.REPO / "trainers" / "configs" / "rad_world.yaml").read_text())
     assert metadata["kind"] == "rad" and config["base_model"] == recipe["base_model"]
     assert config["mask_kind"] == ("pixel" if row.endswith("_pixel") else "perlin")
     assert config["max_steps"] == recipe["max_steps"] and config["rank"] == recipe["rank"]
@@ -378,3 +413,215 @@ def test_rad_lora_through_the_node_equals_the_benchmark_row(world, pack_nodes, r
     rows = {r.name: r for r in quality.all_rows()}
     core_latents, _ = quality.row_images(world, batch, rows[row], quality.ROW_SEED)
     torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)
+
+
+INVERFILL_ABLATIONS = {"inverfill": {}, "inverfill_4_no_reg": {"lambda_reg": 0.0},
+                       "inverfill_4_no_reblend": {"reblend": False}, "inverfill_4_no_adv": {"lambda_adv": 0.0}}
+
+
+@pytest.mark.parametrize("row", sorted(quality.INVERFILL_NETS))
+def test_committed_inverfill_files_come_from_the_trainers_world_config(row):
+    """Each committed InverFill network is trainers.inverfill's own export from inverfill_world.yaml, the ablations
+    differing from it only in the option they drop."""
+    metadata, recipe = committed_provenance(quality.INVERFILL_NETS[row][0], "inverfill_world.yaml")
+    config = metadata["config"]
+    assert metadata["kind"] == "inverfill" and metadata["masking"] == "pixel"
+    for key in ("base_model", "teacher_model", "max_steps", "batch_size", "lr", "resolution"):
+        assert config[key] == recipe[key], key
+    changed = INVERFILL_ABLATIONS[row]
+    for key in ("lambda_reg", "lambda_adv", "reblend"):
+        assert config[key] == changed.get(key, recipe.get(key, True)), key
+
+
+@pytest.fixture(scope="module")
+def inverfill_rows(world):
+    rows = {r.name: r for r in quality.all_rows()}
+    batch = quality.materialise(CI_CASES)
+    results, _ = quality.run_rows(world, batch, [rows[n] for n in ("fewstep_4_known_start", "inverfill_4")])
+    return {r["name"]: r["metrics"] for r in results}
+
+
+def test_inverfill_effect_is_pinned(inverfill_rows):
+    """Measured 2026-12-04 on these 12 cases (all 48: README, 'InverFill on the world'): the same sampler from plain
+    seeded noise 21.98 dB hole PSNR (seam 3.75), from InverFill's start 23.53 (3.04), paired +1.55 ± 0.51. Pinned
+    with margins: ≥ 0.5 dB and ≥ 0.3 seam better, the known region still exact."""
+    plain, inverfill = inverfill_rows["fewstep_4_known_start"], inverfill_rows["inverfill_4"]
+    assert inverfill["hole_psnr_db"] >= plain["hole_psnr_db"] + 0.5
+    assert inverfill["seam_score"] <= plain["seam_score"] - 0.3
+    assert inverfill["known_max_abs_after"] == 0.0
+
+
+def test_training_without_reblend_leaves_the_known_region_worse_after_reblending(world):
+    """InverFill's Re-Blend ablation on the trainer's own held-out measure (known-region error of G(ẑ_T^blend)
+    against z0, fresh noise in the hole as at inference), on 32 test-split captions: measured 2026-12-04 0.659
+    (trained with Re-Blend) vs 1.931 (without; no L_reg 0.680, no critic 0.660). Pinned: ≥ 1.5× worse without."""
+    from trainers.common.base_model import load_base_model
+    from trainers.common.data import step_generator
+    from trainers.inverfill import InverFillConfig, evaluate, make_batch
+
+    cfg = InverFillConfig(base_model=str(WEIGHTS / "turbo"), resolution=64, batch_size=16, masking="pixel")
+    base = load_base_model(cfg.base_model)
+    prompts = [scene.scene(scene.seed_of("test", i))["caption"] for i in range(32)]
+    batches = [make_batch(cfg, base, prompts, step_generator(0, i, 0, "eval"), "cpu", torch.float32)
+               for i in range(2)]
+    errors = {name: evaluate(cfg, base, quality.inversion_network(world, quality.TRAINED / file), batches,
+                             torch.float32)
+              for name, (file, _) in quality.INVERFILL_NETS.items() if name in ("inverfill", "inverfill_4_no_reblend")}
+    assert errors["inverfill_4_no_reblend"] >= 1.5 * errors["inverfill"], errors
+
+
+@requires_comfyui
+def test_inverfill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes):
+    """InverFill Loader + Inverse Noise Init (folder_paths, the committed network) → SamplerCustomAdvanced with
+    FewStep Blended Sampler (known_noise start) gives the benchmark row's latents (the network loaded into the
+    student's diffusers copy, core's sampler)."""
+    import importlib
+
+    import comfy.samplers
+    import folder_paths
+    from benchmarks.world.comfy_model import conditioning, load_world_model
+
+    from .conftest import PACK_NAME
+
+    inverfill_nodes = importlib.import_module(f"{PACK_NAME}.nodes.inverfill")
+    sampler_nodes = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
+    schedule_nodes = importlib.import_module(f"{PACK_NAME}.nodes.schedule")
+    custom = importlib.import_module("comfy_extras.nodes_custom_sampler")
+    file, _ = quality.INVERFILL_NETS["inverfill"]
+    folder_paths.add_model_folder_path("fewstep_inverfill", str(quality.TRAINED))
+    model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
+    batch = quality.materialise(CI_CASES[:4])
+    source = world.encode(batch.images)
+    positive = conditioning(world.cond(batch.prompts))
+    (network,) = inverfill_nodes.InverFillLoader.execute(model=model, network_name=file).result
+    masked = world.encode(quality.black_out(batch.images, batch.masks)) / world.scaling_factor
+    (noise,) = inverfill_nodes.InverseNoiseInit.execute(model=model, inverfill=network, positive=positive,
+                                                        mask=batch.masks[:, 0], seed=quality.ROW_SEED,
+                                                        masked_latent={"samples": masked}).result
+    (sigmas,) = schedule_nodes.FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
+    (sampler,) = sampler_nodes.FewStepBlendedSampler.execute(hole_init="source", known_noise="start").result
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, positive)
+    guider.set_cfg(1.0)
+    latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
+    advanced = custom.SamplerCustomAdvanced
+    out = (advanced.execute(noise, guider, sampler, sigmas, latent).result if hasattr(advanced, "execute")
+           else advanced().sample(noise, guider, sampler, sigmas, latent))[0]
+    rows = {r.name: r for r in quality.all_rows()}
+    core_latents, _ = quality.row_images(world, batch, rows["inverfill_4"], quality.ROW_SEED)
+    torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)
+
+
+TURBOFILL_ABLATIONS = {"turbofill_4": {}, "turbofill_4_no_bg": {"lambda_bg": 0.0},
+                       "turbofill_4_no_fake_diff": {"lambda_fake_diff": 0.0},
+                       "turbofill_4_no_real_diff": {"phases": ["fast", "disc"]},
+                       "turbofill_4_teacher_only": {"phases": ["slow"]},
+                       "turbofill_4_bg_regions": {"images_dir": "runs/world_regions_bg"}}
+
+
+@pytest.mark.parametrize("row", sorted(quality.TURBOFILL_ADAPTERS))
+def test_committed_turbofill_files_come_from_the_trainers_world_config(row):
+    """Each committed TurboFill adapter is trainers.turbofill's own export from turbofill_world.yaml, the ablations
+    differing from it only in the option they change."""
+    metadata, recipe = committed_provenance(quality.TURBOFILL_ADAPTERS[row][0], "turbofill_world.yaml")
+    config = metadata["config"]
+    assert metadata["kind"] == "turbofill" and metadata["mask_polarity"] == "1=hole"
+    defaults = {"lambda_fake_diff": 1.0, "phases": ["slow", "fast", "disc"]}
+    changed = TURBOFILL_ABLATIONS[row]
+    for key in ("base_model", "fast_unet", "images_dir", "max_steps", "batch_size", "lr", "d_lr", "lambda_bg",
+                "lambda_fake_diff", "phases"):
+        assert config[key] == changed.get(key, recipe.get(key, defaults.get(key))), key
+
+
+@pytest.fixture(scope="module")
+def turbofill_rows(world):
+    rows = {r.name: r for r in quality.all_rows()}
+    batch = quality.materialise(CI_CASES)
+    results, _ = quality.run_rows(world, batch, [rows[n] for n in ("fewstep_4", "turbofill_4", "turbofill_4_no_bg")])
+    return {r["name"]: r for r in results}
+
+
+def test_turbofill_effect_is_pinned(turbofill_rows):
+    """Measured 2026-12-04 on these 12 cases (all 48: README, 'TurboFill on the world'): hole PSNR without the
+    adapter 21.81 dB, with it 18.31 (background holes 38.41 → 26.16, half objects 16.05 → 18.24); trained without
+    L_BG 17.46, ring colour shift 17.84 vs 15.24. Pinned as it came out, with margins: TurboFill loses to the plain
+    sampler overall (≥ 1.5 dB) because it breaks background holes (≥ 5 dB), and L_BG keeps the hole's edge colour
+    (≥ 1 unit less shift than without it)."""
+    plain, fill, no_bg = (turbofill_rows[n] for n in ("fewstep_4", "turbofill_4", "turbofill_4_no_bg"))
+    assert fill["metrics"]["hole_psnr_db"] <= plain["metrics"]["hole_psnr_db"] - 1.5
+    kinds = {n: quality.by_kind(r["per_case"]) for n, r in turbofill_rows.items()}
+    assert kinds["turbofill_4"]["background"] <= kinds["fewstep_4"]["background"] - 5.0
+    assert no_bg["metrics"]["ring_colour_shift"] >= fill["metrics"]["ring_colour_shift"] + 1.0
+    assert fill["metrics"]["known_max_abs_after"] == 0.0
+
+
+class WorldVAE:
+    """The world's VAE as the two calls ComfyUI's ControlNet makes of a VAE (hint encoding)."""
+
+    def __init__(self, world):
+        self.world = world
+
+    def spacial_compression_encode(self) -> int:
+        return 2 ** (len(self.world.vae.config.block_out_channels) - 1)
+
+    def encode(self, pixels_bhwc):
+        return self.world.encode(pixels_bhwc.movedim(-1, 1).float()) / self.world.scaling_factor
+
+
+@requires_comfyui
+def test_turbofill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes):
+    """TurboFill Loader + TurboFill Adapter Apply (folder_paths, the committed adapter, ComfyUI's ControlNet) →
+    BasicGuider + FewStep Blended Sampler gives the benchmark row's latents (the adapter through walk_unet)."""
+    import importlib
+
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    import comfy.samplers
+    import folder_paths
+    from benchmarks.world.comfy_model import conditioning, load_world_model
+
+    from .conftest import PACK_NAME
+
+    turbofill_nodes = importlib.import_module(f"{PACK_NAME}.nodes.turbofill")
+    sampler_nodes = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
+    schedule_nodes = importlib.import_module(f"{PACK_NAME}.nodes.schedule")
+    custom = importlib.import_module("comfy_extras.nodes_custom_sampler")
+    file, _ = quality.TURBOFILL_ADAPTERS["turbofill_4"]
+    folder_paths.add_model_folder_path("fewstep_turbofill", str(quality.TRAINED))
+    model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
+    batch = quality.materialise(CI_CASES[:4])
+    source = world.encode(batch.images)
+    positive = conditioning(world.cond(batch.prompts))
+    (adapter,) = turbofill_nodes.TurboFillLoader.execute(model=model, adapter_name=file).result
+    (positive, _) = turbofill_nodes.TurboFillAdapterApply.execute(
+        positive=positive, negative=positive, adapter=adapter, vae=WorldVAE(world),
+        image=batch.images.permute(0, 2, 3, 1), mask=batch.masks[:, 0]).result
+    (sigmas,) = schedule_nodes.FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
+    (sampler,) = sampler_nodes.FewStepBlendedSampler.execute(hole_init="source", known_noise="fresh").result
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, positive)
+    guider.set_cfg(1.0)
+    latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
+    advanced = custom.SamplerCustomAdvanced
+    noise = Noise_RandomNoise(quality.ROW_SEED)
+    out = (advanced.execute(noise, guider, sampler, sigmas, latent).result if hasattr(advanced, "execute")
+           else advanced().sample(noise, guider, sampler, sigmas, latent))[0]
+    rows = {r.name: r for r in quality.all_rows()}
+    core_latents, _ = quality.row_images(world, batch, rows["turbofill_4"], quality.ROW_SEED)
+    torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)
+
+
+def test_paired_differences_and_hole_kinds_of_a_report():
+    """README's "+x ± se (n ahead)" figures: row a minus row b case by case; PSNR ahead = higher, seam = lower."""
+    def row(name, values):
+        return {"name": name, "per_case": [{"id": i, "hole_psnr_db": p, "seam_score": s}
+                                           for i, (p, s) in values.items()]}
+
+    report = {"rows": [row("a", {"background-1": (30.0, 1.0), "part-2": (20.0, 3.0), "object-3": (12.0, 2.0)}),
+                       row("b", {"background-1": (29.0, 1.5), "part-2": (21.0, 2.0), "object-3": (10.0, 2.5)})]}
+    psnr = quality.paired(report, "a", "b")
+    assert psnr["mean"] == pytest.approx((1 - 1 + 2) / 3) and psnr["ahead"] == 2 and psnr["cases"] == 3
+    assert psnr["se"] == pytest.approx(np.std([1, -1, 2], ddof=1) / np.sqrt(3))
+    assert quality.paired(report, "a", "b", "seam_score")["ahead"] == 2
+    assert quality.by_kind(report["rows"][0]["per_case"]) == {"background": 30.0, "part": 20.0, "object": 12.0}
+    assert quality.case_kind("mine") == "other"

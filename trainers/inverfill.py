@@ -53,6 +53,7 @@ class InverFillConfig(RunConfig):
     lambda_adv: float = 0.5  # the paper's SDXL run ("clsgan+lr1e-6+weight0.5+1critic"); 0 turns the critic off
     image_loss: str = "all"  # all | known
     masking: str = "pixel"  # pixel: E((1−M)⊙D(z0)) as the paper; latent: z0⊙(1−m), no VAE pass (faster)
+    reblend: bool = True  # false: G sees ẑ_T itself, no fresh hole noise in training (the paper's w/o Re-Blend)
     adv_lr: float = 1e-6
     teacher_model: str = ""  # the critic's frozen feature network (LADD: multi-step teacher, e.g. SDXL base); "" = base
     adv_t_range: list = field(default_factory=lambda: [100, 900])
@@ -103,11 +104,11 @@ def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], genera
 # ------------------------------------------------------------------------------------- model
 
 
-def inverfill_forward(f_eps, g_eps, base: BaseModel, batch: Batch, dtype) -> dict:
-    """F → Re-Blend → G, with gradients through G into F's output."""
+def inverfill_forward(f_eps, g_eps, base: BaseModel, batch: Batch, dtype, reblend: bool = True) -> dict:
+    """F → Re-Blend → G, with gradients through G into F's output (``reblend=False``: F → G, the ablation)."""
     cond = cast_tree(batch.cond, dtype)
     inverted = invert(f_eps, batch.masked_latent.to(dtype), **cond).float()
-    blended = blended_start(inverted, batch.fresh, batch.mask)
+    blended = blended_start(inverted, batch.fresh, batch.mask) if reblend else inverted
     recon = one_step_generate(g_eps, blended.to(dtype), base.alphas_cumprod, **cond).float()
     return {"inverted": inverted, "blended": blended, "recon": recon}
 
@@ -228,7 +229,7 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     f_eps, g_eps = unet_eps_fn(f_model), unet_eps_fn(base.unet)
 
     def loss(batch, generator, critic_inputs):
-        out = inverfill_forward(f_eps, g_eps, base, batch, compute_dtype)
+        out = inverfill_forward(f_eps, g_eps, base, batch, compute_dtype, cfg.reblend)
         losses = compute_losses(cfg, out, batch)
         total = losses["loss"]
         if adversary:

@@ -13,6 +13,11 @@ prompts.json (keys: file name or stem; one region object or a list of them, regi
 
     {"astronaut.png": [{"positive_points": [[250, 120]], "negative_points": [], "boxes": [[140, 20, 370, 300]]}]}
 
+A region may instead be given as a mask file, ``{"mask": "masks/astronaut-0.png"}`` (relative to the prompts
+file; white = the region, the image's size): it is taken as it is, without SAM2 (hand-painted masks, another
+segmenter's, or a synthetic world's ground truth). ``--sam2_checkpoint`` is needed only for clicks, boxes and
+``automatic``.
+
 captions.json (a text for all regions, a list by region index, or ``"<stem>-r<k>"`` keys)::
 
     {"astronaut.png": ["an astronaut's helmet"], "coffee": "a cup of coffee", "chelsea-r1": "a cat's ear"}
@@ -50,7 +55,7 @@ log = logging.getLogger(__name__)
 class RegionDatasetConfig:
     images_dir: str = ""
     output_dir: str = ""
-    sam2_checkpoint: str = ""         # .safetensors, or Meta's .pt (tensors only)
+    sam2_checkpoint: str = ""         # .safetensors, or Meta's .pt (tensors only); not needed for mask regions
     prompts: str = AUTOMATIC          # a prompts.json, or "automatic" (SAM2AutomaticMaskGenerator)
     captions: str = ""                # captions.json …
     captioner: str = ""               # … or module:function(image_pil, mask_pil) -> str
@@ -70,13 +75,15 @@ class RegionDatasetConfig:
 
 def check_config(cfg: RegionDatasetConfig) -> None:
     """Errors naming the option, before any work."""
-    for name in ("images_dir", "output_dir", "sam2_checkpoint"):
+    for name in ("images_dir", "output_dir"):
         if not getattr(cfg, name):
             raise ConfigError(f"--{name} is required")
+    if not cfg.sam2_checkpoint and cfg.prompts == AUTOMATIC:
+        raise ConfigError("--sam2_checkpoint is required (automatic regions come from SAM2)")
     if not Path(cfg.images_dir).is_dir():
         raise DataError(f"images_dir: {cfg.images_dir} is not a folder")
     check_writable_path(cfg.output_dir, "output_dir")
-    if not Path(cfg.sam2_checkpoint).is_file():
+    if cfg.sam2_checkpoint and not Path(cfg.sam2_checkpoint).is_file():
         raise DataError(f"sam2_checkpoint: {cfg.sam2_checkpoint} does not exist")
     if cfg.prompts != AUTOMATIC and not Path(cfg.prompts).is_file():
         raise DataError(f"prompts: {cfg.prompts} does not exist (give a prompts.json or 'automatic')")
@@ -212,22 +219,59 @@ def load_progress(out: Path) -> dict:
 # ---------------------------------------------------------------- regions and captions
 
 
-def prompt_regions(model, cfg, prompts: dict, image: Path, rgb: np.ndarray) -> tuple[dict, list[dict]]:
-    """{k: mask} for the image's prompts in prompts.json, and skip entries for bad ones."""
+def image_entries(prompts: dict, image: Path) -> list | None:
+    """The image's region entries in prompts.json as a list (None when it has no entry)."""
     entry = entry_for(prompts, image)
-    if entry is None:
+    return None if entry is None else entry if isinstance(entry, list) else [entry]
+
+
+def needs_sam2(prompts: dict | None) -> bool:
+    """Whether any region is to be segmented (clicks, boxes or automatic) rather than given as a mask file."""
+    if prompts is None:
+        return True
+    return any(not (isinstance(item, dict) and "mask" in item)
+               for entry in prompts.values() for item in (entry if isinstance(entry, list) else [entry]))
+
+
+def read_region_mask(item: dict, base: Path, rgb: np.ndarray, where: str) -> torch.Tensor:
+    """A region given as a mask file (white = region), as a (H,W) {0,1} tensor; ValueError naming the entry."""
+    from PIL import Image
+
+    unknown = sorted(set(item) - {"mask"})
+    if unknown:
+        raise ValueError(f"{where}: a mask region takes only 'mask', not {unknown}")
+    path = base / str(item["mask"])
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("L"))
+    except Exception as err:  # PIL raises many types for missing or broken files
+        raise ValueError(f"{where}: cannot read mask {path} ({err})") from err
+    if array.shape != rgb.shape[:2]:
+        raise ValueError(f"{where}: mask {path} is {array.shape[1]}×{array.shape[0]} but the image is "
+                         f"{rgb.shape[1]}×{rgb.shape[0]}")
+    return torch.from_numpy(array > 127).float()
+
+
+def prompt_regions(model, cfg, prompts: dict, image: Path, rgb: np.ndarray) -> tuple[dict, list[dict]]:
+    """{k: mask} for the image's prompts in prompts.json (SAM2 for clicks and boxes, mask files as they are), and
+    skip entries for bad ones."""
+    entries = image_entries(prompts, image)
+    if entries is None:
         return {}, [skip(image.name, None, "no entry in the prompts file")]
-    entries = entry if isinstance(entry, list) else [entry]
-    good, skipped = {}, []
+    good, given, skipped = {}, {}, []
     for k, item in enumerate(entries):
+        where = f"prompts[{image.name}][{k}]"
         try:
-            prompt = prompt_from_dict(item, f"prompts[{image.name}][{k}]")
+            if isinstance(item, dict) and "mask" in item:
+                given[k] = read_region_mask(item, Path(cfg.prompts).parent, rgb, where)
+                continue
+            prompt = prompt_from_dict(item, where)
             check_prompt(prompt, rgb.shape[0], rgb.shape[1], f"region {k}")
             good[k] = prompt
         except ValueError as err:
             skipped.append(skip(image.name, k, str(err)))
     masks = segment_regions(model, rgb, list(good.values()), cfg.multimask) if good else []
-    return dict(zip(good, masks)), skipped
+    return dict(sorted({**dict(zip(good, masks)), **given}.items())), skipped
 
 
 def auto_regions(model, cfg, rgb: np.ndarray) -> dict:
@@ -264,7 +308,7 @@ def process_image(model, cfg, prompts, captions, captioner, image: Path, out: Pa
     image_png, written = png_bytes(rgb), []
     for k, mask in masks.items():
         if not bool(mask.any()):
-            skipped.append(skip(image.name, k, "no mask (SAM2 returned an empty mask)"))
+            skipped.append(skip(image.name, k, "no mask (an empty region)"))
             continue
         try:
             caption = caption_for(cfg, captions, captioner, image, rgb, k, mask)
@@ -302,7 +346,10 @@ def build(cfg: RegionDatasetConfig, model=None) -> dict:
     kept = [s for s in progress["skipped"] if s["image"] in finished]  # unfinished images are retried
     progress = {**progress, "version": 1, "config": config_dict(cfg), "skipped": kept + collisions}
     todo = [p for p in images if p.name not in finished]
-    if todo and model is None:
+    if todo and model is None and needs_sam2(prompts):
+        if not cfg.sam2_checkpoint:
+            raise ConfigError("--sam2_checkpoint is required: the prompts file has clicks or boxes (only regions "
+                              "given as {\"mask\": file} need no SAM2)")
         model = load_sam2(cfg.sam2_checkpoint, device=pick_device(cfg.device))
     written = 0
     for image in tqdm(todo, desc="regions", unit="image"):

@@ -68,6 +68,7 @@ class TurboFillConfig(RunConfig):
     lambda_gan: float = 1e-3
     lambda_bg: float = 1e-1
     lambda_d: float = 1e-2
+    lambda_fake_diff: float = 1.0  # D's auxiliary ε loss on the fakes (L^F_Diff); 0 ablates it (TurboFill Table 3)
     steps: int = 4  # the fast generator's grid: trailing 999/749/499/249
     d_width: int = 256  # width of D's classifier and auxiliary decoder
     eval_every: int = 500
@@ -208,7 +209,8 @@ class Networks:
         logit, eps = disc(x, torch.cat([batch.hint, batch.hint]), t.float(), y=y)
         l_diff = F.mse_loss(eps[:b], noise[:b])
         l_d = F.softplus(logit[:b]).mean() + F.softplus(-logit[b:]).mean()
-        return l_diff + self.cfg.lambda_d * l_d, {"fake_diff": float(l_diff.detach()), "gan_d": float(l_d.detach())}
+        loss = self.cfg.lambda_fake_diff * l_diff + self.cfg.lambda_d * l_d
+        return loss, {"fake_diff": float(l_diff.detach()), "gan_d": float(l_d.detach())}
 
     @torch.no_grad()
     def generate(self, adapter, batch: Batch, g: torch.Generator) -> torch.Tensor:
@@ -248,7 +250,7 @@ def check_config(cfg: TurboFillConfig) -> None:
     unknown = set(cfg.phases) - {"slow", "fast", "disc"}
     if unknown or not cfg.phases:
         raise ValueError(f"phases: {cfg.phases} must be a non-empty subset of slow, fast, disc")
-    for name in ("lambda_gan", "lambda_bg", "lambda_d"):
+    for name in ("lambda_gan", "lambda_bg", "lambda_d", "lambda_fake_diff"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name}: must not be negative")
     if cfg.fast_unet:

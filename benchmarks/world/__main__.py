@@ -1,5 +1,7 @@
 """python -m benchmarks.world build --out DIR [--device cuda] [--preset full|mini] [--seed N] [--threads N]
-python -m benchmarks.world images --out DIR [--split train|val|test] [--count N] [--masks]"""
+python -m benchmarks.world images --out DIR [--split train|val|test] [--count N] [--masks]
+python -m benchmarks.world prompts --out FILE [--split train|val|test] [--count N]
+python -m benchmarks.world regions --out DIR [--split train|val|test] [--count N] [--background]"""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +23,30 @@ def main(argv=None) -> int:
     images.add_argument("--split", default="train", choices=["train", "val", "test"])
     images.add_argument("--count", type=int, default=2000)
     images.add_argument("--masks", action="store_true", help="also name_mask.png: the first object (TurboFill)")
+    prompts = sub.add_parser("prompts", help="write scenes' detailed captions, one per line (a trainer's "
+                                              "prompts_file, e.g. InverFill's image-free training)")
+    prompts.add_argument("--out", required=True)
+    prompts.add_argument("--split", default="train", choices=["train", "val", "test"])
+    prompts.add_argument("--count", type=int, default=4000)
+    regions = sub.add_parser("regions", help="write scenes, their objects' holes as mask files and region captions "
+                                              "(trainers.region_dataset's --prompts / --captions; TurboFill)")
+    regions.add_argument("--out", required=True)
+    regions.add_argument("--split", default="train", choices=["train", "val", "test"])
+    regions.add_argument("--count", type=int, default=2000)
+    regions.add_argument("--background", action="store_true", help="also a background-only box per image")
     args = parser.parse_args(argv)
+    if args.command == "regions":
+        from .scene import write_regions
+
+        total = write_regions(args.out, args.split, args.count, background=args.background)
+        print(json.dumps({"out": args.out, "split": args.split, "images": args.count, "regions": total}))
+        return 0
+    if args.command == "prompts":
+        from .scene import write_prompts
+
+        lines = write_prompts(args.out, args.split, args.count)
+        print(json.dumps({"out": args.out, "split": args.split, "prompts": lines}))
+        return 0
     if args.command == "images":
         from .scene import write_folder
 

@@ -181,3 +181,65 @@ def write_folder(out, split: str, count: int, *, masks: bool = False) -> list[st
             Image.fromarray(hole.astype(np.uint8) * 255).save(folder / f"{stem}_mask.png")
         stems.append(stem)
     return stems
+
+
+def write_prompts(out, split: str, count: int) -> int:
+    """The detailed captions of scenes 0..count-1 of ``split``, one per line (a trainer's ``prompts_file``), written
+    through a temporary file; returns the number of lines."""
+    import os
+    from pathlib import Path
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(scene(seed_of(split, i))["caption"] + "\n" for i in range(count)), encoding="utf-8")
+    os.replace(tmp, path)
+    return count
+
+
+def write_regions(out, split: str, count: int, *, grow: int = 3, min_visible: float = 0.5,
+                  background: bool = False) -> int:
+    """Scenes 0..count-1 of ``split`` as trainers.region_dataset's input: ``images/<stem>.png``, each object's
+    hole ``masks/<stem>-<k>.png`` (its visible region's bounding box grown by ``grow`` px, the quality table's
+    object holes; objects less than ``min_visible`` visible are left out), ``prompts.json`` giving those regions as
+    mask files and ``captions.json`` their region captions ("a large red circle"). ``background``: also one box
+    touching no object per image, captioned with the background ("a red and blue striped background"), the quality
+    table's background holes. Returns the region count."""
+    import json
+    import os
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .judge import bbox_region, empty_box
+
+    folder = Path(out)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    prompts, captions = {}, {}
+    for i in range(count):
+        item = scene(seed_of(split, i))
+        stem = f"{split}_{i:06d}"
+        Image.fromarray((item["image"] * 255).round().astype(np.uint8)).save(folder / "images" / f"{stem}.png")
+        entries, texts = [], []
+        for j, fraction in enumerate(item["visible_fraction"]):
+            if fraction < min_visible:
+                continue
+            hole = bbox_region(item["visible"][j], grow) > 0.5
+            name = f"masks/{stem}-{j}.png"
+            Image.fromarray(hole.astype(np.uint8) * 255).save(folder / name)
+            entries.append({"mask": name})
+            texts.append(item["regions"][j])
+        box = empty_box(item, np.random.default_rng(seed_of(split, i))) if background else None
+        if box is not None:
+            name = f"masks/{stem}-bg.png"
+            Image.fromarray((box > 0.5).astype(np.uint8) * 255).save(folder / name)
+            entries.append({"mask": name})
+            texts.append(background_caption(item["params"]["background"]))
+        if entries:
+            prompts[f"{stem}.png"], captions[f"{stem}.png"] = entries, texts
+    for name, table in (("prompts.json", prompts), ("captions.json", captions)):
+        tmp = folder / f"{name}.tmp"
+        tmp.write_text(json.dumps(table, indent=0))
+        os.replace(tmp, folder / name)
+    return sum(len(v) for v in prompts.values())

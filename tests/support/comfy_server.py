@@ -124,6 +124,8 @@ class ComfyServer:
         it can be, for big files nobody alters); returns ``name``, the value a loader widget takes."""
         target = self.base / "models" / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        if link and target.exists() and os.path.samefile(source, target):
+            return name  # already linked
         if link and not target.exists() and _same_fs(source, target):
             os.link(source, target)
         else:
