@@ -287,22 +287,41 @@ def test_cases_file_errors_name_the_case(tmp_path):
 # ------------------------------------------------------------------ the nodes on the learned world
 
 
+def sample_with_nodes(world, model, positive, noise, batch, source, known_noise: str = "fresh"):
+    """FewStep Schedule (4, trailing) + FewStep Blended Sampler + a cfg-1 guider through core's SamplerCustomAdvanced
+    on the batch's latent and hole; returns model-space latents (what the benchmark rows return)."""
+    import importlib
+
+    import comfy.samplers
+
+    from .conftest import PACK_NAME
+
+    sampler_nodes = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
+    schedule_nodes = importlib.import_module(f"{PACK_NAME}.nodes.schedule")
+    advanced = importlib.import_module("comfy_extras.nodes_custom_sampler").SamplerCustomAdvanced
+    (sigmas,) = schedule_nodes.FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
+    (sampler,) = sampler_nodes.FewStepBlendedSampler.execute(hole_init="source", known_noise=known_noise).result
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, positive)
+    guider.set_cfg(1.0)
+    latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
+    out = (advanced.execute(noise, guider, sampler, sigmas, latent).result if hasattr(advanced, "execute")
+           else advanced().sample(noise, guider, sampler, sigmas, latent))[0]
+    return out["samples"] * world.scaling_factor
+
+
 @requires_comfyui
 def test_nodes_on_the_world_equal_the_benchmark_core_path(world, pack_nodes):
     import importlib
 
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
-    import comfy.samplers
     from benchmarks.world.comfy_model import conditioning, load_world_model
 
     from .conftest import PACK_NAME
 
-    sampler_nodes = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
-    schedule_nodes = importlib.import_module(f"{PACK_NAME}.nodes.schedule")
     noise_nodes = importlib.import_module(f"{PACK_NAME}.nodes.noise")
     composite_nodes = importlib.import_module(f"{PACK_NAME}.nodes.composite")
-    custom = importlib.import_module("comfy_extras.nodes_custom_sampler")
 
     model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
     batch = quality.materialise(CI_CASES[:6])
@@ -310,20 +329,11 @@ def test_nodes_on_the_world_equal_the_benchmark_core_path(world, pack_nodes):
     positive = conditioning(world.cond(batch.prompts))
     rows = {r.name: r for r in quality.all_rows()}
     seed = quality.ROW_SEED
-    (sigmas,) = schedule_nodes.FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
-    (sampler,) = sampler_nodes.FewStepBlendedSampler.execute(hole_init="source").result
     for name, noise in (("fewstep_4", Noise_RandomNoise(seed)),
                         ("fewstep_4_reblend", noise_nodes.ReBlend.execute(noise=Noise_RandomNoise(seed),
                                                                           mask=batch.masks[:, 0],
                                                                           seed=seed + 1).result[0])):
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(positive, positive)
-        guider.set_cfg(1.0)
-        latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
-        advanced = custom.SamplerCustomAdvanced
-        out = (advanced.execute(noise, guider, sampler, sigmas, latent).result if hasattr(advanced, "execute")
-               else advanced().sample(noise, guider, sampler, sigmas, latent))[0]
-        node_latents = out["samples"] * world.scaling_factor
+        node_latents = sample_with_nodes(world, model, positive, noise, batch, source)
         core_latents, core_images = quality.row_images(world, batch, rows[name], seed)
         torch.testing.assert_close(node_latents, core_latents, atol=2e-3, rtol=1e-3)
         generated = world.decode(node_latents).permute(0, 2, 3, 1)
@@ -477,16 +487,12 @@ def test_inverfill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes)
     student's diffusers copy, core's sampler)."""
     import importlib
 
-    import comfy.samplers
     import folder_paths
     from benchmarks.world.comfy_model import conditioning, load_world_model
 
     from .conftest import PACK_NAME
 
     inverfill_nodes = importlib.import_module(f"{PACK_NAME}.nodes.inverfill")
-    sampler_nodes = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
-    schedule_nodes = importlib.import_module(f"{PACK_NAME}.nodes.schedule")
-    custom = importlib.import_module("comfy_extras.nodes_custom_sampler")
     file, _ = quality.INVERFILL_NETS["inverfill"]
     folder_paths.add_model_folder_path("fewstep_inverfill", str(quality.TRAINED))
     model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
@@ -498,18 +504,10 @@ def test_inverfill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes)
     (noise,) = inverfill_nodes.InverseNoiseInit.execute(model=model, inverfill=network, positive=positive,
                                                         mask=batch.masks[:, 0], seed=quality.ROW_SEED,
                                                         masked_latent={"samples": masked}).result
-    (sigmas,) = schedule_nodes.FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
-    (sampler,) = sampler_nodes.FewStepBlendedSampler.execute(hole_init="source", known_noise="start").result
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, positive)
-    guider.set_cfg(1.0)
-    latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
-    advanced = custom.SamplerCustomAdvanced
-    out = (advanced.execute(noise, guider, sampler, sigmas, latent).result if hasattr(advanced, "execute")
-           else advanced().sample(noise, guider, sampler, sigmas, latent))[0]
+    node_latents = sample_with_nodes(world, model, positive, noise, batch, source, known_noise="start")
     rows = {r.name: r for r in quality.all_rows()}
     core_latents, _ = quality.row_images(world, batch, rows["inverfill_4"], quality.ROW_SEED)
-    torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(node_latents, core_latents, atol=2e-3, rtol=1e-3)
 
 
 TURBOFILL_ABLATIONS = {"turbofill_4": {}, "turbofill_4_no_bg": {"lambda_bg": 0.0},
@@ -576,16 +574,12 @@ def test_turbofill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes)
 
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
-    import comfy.samplers
     import folder_paths
     from benchmarks.world.comfy_model import conditioning, load_world_model
 
     from .conftest import PACK_NAME
 
     turbofill_nodes = importlib.import_module(f"{PACK_NAME}.nodes.turbofill")
-    sampler_nodes = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
-    schedule_nodes = importlib.import_module(f"{PACK_NAME}.nodes.schedule")
-    custom = importlib.import_module("comfy_extras.nodes_custom_sampler")
     file, _ = quality.TURBOFILL_ADAPTERS["turbofill_4"]
     folder_paths.add_model_folder_path("fewstep_turbofill", str(quality.TRAINED))
     model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
@@ -596,19 +590,10 @@ def test_turbofill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes)
     (positive, _) = turbofill_nodes.TurboFillAdapterApply.execute(
         positive=positive, negative=positive, adapter=adapter, vae=WorldVAE(world),
         image=batch.images.permute(0, 2, 3, 1), mask=batch.masks[:, 0]).result
-    (sigmas,) = schedule_nodes.FewStepSchedule.execute(model=model, steps=4, spacing="trailing").result
-    (sampler,) = sampler_nodes.FewStepBlendedSampler.execute(hole_init="source", known_noise="fresh").result
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, positive)
-    guider.set_cfg(1.0)
-    latent = {"samples": source / world.scaling_factor, "noise_mask": batch.masks[:, 0]}
-    advanced = custom.SamplerCustomAdvanced
-    noise = Noise_RandomNoise(quality.ROW_SEED)
-    out = (advanced.execute(noise, guider, sampler, sigmas, latent).result if hasattr(advanced, "execute")
-           else advanced().sample(noise, guider, sampler, sigmas, latent))[0]
+    node_latents = sample_with_nodes(world, model, positive, Noise_RandomNoise(quality.ROW_SEED), batch, source)
     rows = {r.name: r for r in quality.all_rows()}
     core_latents, _ = quality.row_images(world, batch, rows["turbofill_4"], quality.ROW_SEED)
-    torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(node_latents, core_latents, atol=2e-3, rtol=1e-3)
 
 
 def test_paired_differences_and_hole_kinds_of_a_report():
