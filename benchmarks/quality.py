@@ -1,12 +1,14 @@
 """Quality benchmark on the learned world (InverFill Table 1 / TurboFill Table 1 / TurboEdit's PIE-Bench, at toy scale).
 
-    python -m benchmarks.quality [--cases FILE] [--out DIR] [--rows NAMES] [--world DIR] [--write-cases FILE]
+    python -m benchmarks.quality [--cases FILE] [--out DIR] [--rows NAMES] [--world DIR] [--trained DIR]
+                                 [--write-cases FILE]
 
 Every row runs through the pack's core/ functions (the ones the nodes call) on the committed world
 (benchmarks/world/weights): the few-step student, the 50-step teacher, the VAE, and the judge that scores
 semantics; trained rows load the method weights the pack's trainers made on it (benchmarks/world/trained).
-Writes DIR/quality.json, DIR/quality.md (the table) and DIR/contact_sheet.png (per case: input |
-mask | every row). The case format is documented in README ("Quality benchmark").
+Edit cases run TurboEdit's rows (benchmarks/edit_quality.py). Writes DIR/quality.json, DIR/quality.md (the tables),
+DIR/contact_sheet.png (per inpainting case: input | mask | every row) and DIR/edit_contact_sheet.png (per edit:
+source | target | changed pixels | every edit row). The case format is documented in README ("Quality benchmark").
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import edit_quality  # noqa: E402
 from benchmarks.world import WEIGHTS, models, sampling, scene  # noqa: E402
 from benchmarks.world.judge import bbox_region, empty_box, region_matches  # noqa: E402
 from core.blend import clear_hole, reblend_noise  # noqa: E402
@@ -99,7 +102,7 @@ def load_world(folder: str | Path = WEIGHTS) -> World:
 
 def default_cases(count: int = 48) -> list[dict]:
     """The fixed evaluation set: held-out test scenes, a third each of holes over background only, over part of
-    an object (one half of its box) and over a whole object (its box grown by 3 px); plus edit cases."""
+    an object (one half of its box) and over a whole object (its box grown by 3 px); plus ``count`` edit cases."""
     cases, i = [], 0
     kinds = ["background", "object_part", "object"]
     while len(cases) < count:
@@ -131,29 +134,38 @@ def default_cases(count: int = 48) -> list[dict]:
         else:
             cases.append({"id": f"object-{seed}", "task": "inpaint", "seed": seed, "box": [x0, y0, x1, y1],
                           "expect": {"shape": obj["shape"], "colour": obj["colour"]}, "fidelity": True})
-    return cases + default_edit_cases(count // 3)
+    return cases + default_edit_cases(count)
 
 
 def default_edit_cases(count: int) -> list[dict]:
-    """Edit cases: one attribute (colour or shape) of one whole-visible object changed; the target image is the
-    re-rendered scene, so edits have ground truth too (rows for them come with the trained TurboEdit)."""
+    """Edit cases, a third each: the colour or the shape of one whole-visible object, or the first background
+    colour, changed to another; the target image is the re-rendered scene, so every edit has ground truth
+    (benchmarks/edit_quality.py)."""
     cases, i = [], 0
+    attributes = ["colour", "shape", "background"]
     while len(cases) < count:
         seed = scene.seed_of("test", CASE_SEED_OFFSET + 5000 + i)
         i += 1
         item = scene.scene(seed)
         rng = np.random.default_rng(seed)
-        whole = [j for j, f in enumerate(item["visible_fraction"]) if f >= 0.95]
-        if not whole:
-            continue
-        j = int(rng.choice(whole))
-        obj = item["params"]["objects"][j]
-        attribute = "colour" if len(cases) % 2 == 0 else "shape"
+        attribute = attributes[len(cases) % 3]
         bg = item["params"]["background"]["colours"]
-        choices = [c for c in scene.COLOUR_NAMES if c not in bg and c != obj["colour"]] if attribute == "colour" \
-            else [s for s in scene.SHAPES if s != obj["shape"]]
-        cases.append({"id": f"edit-{seed}", "task": "edit", "seed": seed, "object": j, "attribute": attribute,
-                      "to": str(rng.choice(choices))})
+        case = {"id": f"edit-{seed}", "task": "edit", "seed": seed, "attribute": attribute}
+        if attribute == "background":
+            used = set(bg) | {o["colour"] for o in item["params"]["objects"]}
+            choices = [c for c in scene.COLOUR_NAMES if c not in used]
+        else:
+            whole = [j for j, f in enumerate(item["visible_fraction"]) if f >= 0.95]
+            if not whole:
+                continue
+            j = int(rng.choice(whole))
+            obj = item["params"]["objects"][j]
+            case["object"] = j
+            choices = [c for c in scene.COLOUR_NAMES if c not in bg and c != obj["colour"]] \
+                if attribute == "colour" else [s for s in scene.SHAPES if s != obj["shape"]]
+        if not choices:
+            continue
+        cases.append({**case, "to": str(rng.choice(choices))})
     return cases
 
 
@@ -621,11 +633,12 @@ def aggregate(per_case: list[dict]) -> dict:
 
 def paired(report: dict, a: str, b: str, key: str = "hole_psnr_db") -> dict:
     """Row a minus row b on the same cases: mean difference of ``key``, its standard error, and the cases where a is
-    ahead (for PSNR: higher; for MSE, seam and colour shift: lower) — how README states "ties" and "beats"."""
-    rows = {r["name"]: {c["id"]: c for c in r["per_case"]} for r in report["rows"]}
+    ahead (PSNR, semantic and the edit measures: higher; MSE, seam and colour shift: lower) — how README states
+    "ties" and "beats"; edit rows too."""
+    rows = {r["name"]: {c["id"]: c for c in r["per_case"]} for r in report["rows"] + report.get("edit_rows", [])}
     common = [i for i in rows[a] if key in rows[a][i] and key in rows[b].get(i, {})]
     diffs = np.array([rows[a][i][key] - rows[b][i][key] for i in common])
-    higher_better = key in ("hole_psnr_db", "semantic_agreement")
+    higher_better = key.endswith("_db") or key in ("semantic_agreement", "edit_success", "others_kept")
     ahead = int((diffs > 0).sum() if higher_better else (diffs < 0).sum())
     se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
     return {"mean": float(diffs.mean()), "se": se, "ahead": ahead, "cases": len(diffs)}
@@ -701,6 +714,8 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         means = by_kind(r["per_case"])
         lines.append(f"| {r['name']} | " + " | ".join(f"{means[k]:.2f}" if k in means else "–" for k in kinds) + " |")
+    if report.get("edit_rows"):
+        lines += edit_quality.edit_markdown(report["edit_rows"], report["edit_cases"])
     return "\n".join(lines) + "\n"
 
 
@@ -724,12 +739,22 @@ def contact_sheet(path: Path, batch: Batch, images: dict, limit: int = 12) -> No
     os.replace(tmp, path)
 
 
+def use_trained(folder: Path) -> None:
+    """Rows of trained methods read their files from ``folder`` (the committed ones unless told otherwise)."""
+    global TRAINED
+    if not folder.is_dir():
+        raise SystemExit(f"--trained: {folder} is not a folder")
+    TRAINED = edit_quality.TRAINED = folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", help="JSON file of cases (default: the fixed evaluation set)")
     parser.add_argument("--out", default="benchmarks/results/quality", help="output folder")
     parser.add_argument("--rows", help="comma-separated row names (default: all)")
     parser.add_argument("--world", default=str(WEIGHTS), help="built world folder")
+    parser.add_argument("--trained", default=str(TRAINED),
+                        help="folder of the methods' trained files (default: the committed ones); e.g. a GPU run's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write-cases", help="write the default evaluation set to this JSON file and exit")
     args = parser.parse_args(argv)
@@ -737,18 +762,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_cases:
         Path(args.write_cases).write_text(json.dumps({"cases": default_cases()}, indent=1))
         return 0
-    rows = all_rows()
+    use_trained(Path(args.trained))
+    rows, edits = all_rows(), edit_quality.edit_rows()
     if args.rows:
         wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-        unknown = sorted(set(wanted) - {r.name for r in rows})
+        unknown = sorted(set(wanted) - {r.name for r in rows + edits})
         if unknown:
-            parser.error(f"--rows: unknown {unknown}; choose from {[r.name for r in rows]}")
-        rows = [r for r in rows if r.name in wanted]
+            parser.error(f"--rows: unknown {unknown}; choose from {[r.name for r in rows + edits]}")
+        rows, edits = [r for r in rows if r.name in wanted], [r for r in edits if r.name in wanted]
     cases = load_cases(args.cases) if args.cases else default_cases()
     inpaint = [c for c in cases if c["task"] == "inpaint"]
+    edit_cases = [c for c in cases if c["task"] == "edit"]
     world = load_world(args.world)
     batch = materialise(inpaint)
     results, images = run_rows(world, batch, rows)
+    edit_batch = edit_quality.materialise_edits(edit_cases) if edit_cases and edits else None
+    edit_images: dict = {}
+    edit_results = edit_quality.run_edit_rows(world, edit_batch, edits, ROW_SEED, edit_images) if edit_batch else []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import platform
@@ -756,14 +786,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {"world": world.summary.get("world", {}), "date": time.strftime("%Y-%m-%d"),
               "command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU",
-              "cases": len(inpaint), "edit_cases": [c for c in cases if c["task"] == "edit"],
-              "edit_rows": "none yet: TurboEdit's rows need its trained encoder (issue 15)",
-              "rows": results}
+              "cases": len(inpaint), "edit_cases": len(edit_cases), "rows": results, "edit_rows": edit_results}
     tmp = out / "quality.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, out / "quality.json")
     (out / "quality.md").write_text(markdown(report))
     contact_sheet(out / "contact_sheet.png", batch, images)
+    if edit_batch is not None:
+        edit_quality.edit_contact_sheet(out / "edit_contact_sheet.png", edit_batch, edit_images)
     print(markdown(report))
     return 0
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import quality
+from benchmarks import edit_quality, quality
 from benchmarks.world import WEIGHTS, models, sampling, scene
 from benchmarks.world.judge import caption_agreement, judge_accuracy
 from core.weights import sha256_file
@@ -610,3 +610,126 @@ def test_paired_differences_and_hole_kinds_of_a_report():
     assert quality.paired(report, "a", "b", "seam_score")["ahead"] == 2
     assert quality.by_kind(report["rows"][0]["per_case"]) == {"background": 30.0, "part": 20.0, "object": 12.0}
     assert quality.case_kind("mine") == "other"
+
+
+# ------------------------------------------------------------------ TurboEdit on the world (issue 15)
+
+CI_EDIT_CASES = quality.default_edit_cases(12)
+TURBOEDIT_STEPS = {file: steps for steps, file in edit_quality.TURBOEDIT_ENCODERS.items()}
+
+
+@pytest.mark.parametrize("file", sorted(TURBOEDIT_STEPS))
+def test_committed_turboedit_encoders_come_from_the_trainers_world_config(file):
+    """Each committed TurboEdit encoder is trainers.turboedit's own export from turboedit_world.yaml; the 1-step one
+    differs from it only in steps."""
+    metadata, recipe = committed_provenance(file, "turboedit_world.yaml")
+    config = metadata["config"]
+    assert metadata["kind"] == "turboedit" and int(metadata["steps"]) == TURBOEDIT_STEPS[file] == config["steps"]
+    assert metadata["timesteps"] == ",".join(map(str, quality.trailing_timesteps(config["steps"])))
+    for key in ("base_model", "images_dir", "max_steps", "batch_size", "lr", "lambda_kl", "resolution"):
+        assert config[key] == recipe[key], key
+
+
+def edit_case_inputs(world, cases):
+    batch = edit_quality.materialise_edits(cases)
+    return batch, edit_quality.edit_inputs(world, batch, quality.ROW_SEED)
+
+
+def test_edit_cases_change_one_attribute_and_their_tokens(world):
+    """An edit case's target scene differs from its source in the edited attribute only: one caption word, the
+    changed pixels inside the ground-truth region, one changed token."""
+    batch, inputs = edit_case_inputs(world, CI_EDIT_CASES[:6])
+    assert {c["attribute"] for c in batch.cases} == {"colour", "shape", "background"}
+    for n, case in enumerate(batch.cases):
+        src, tgt = batch.source_captions[n].split(), batch.target_captions[n].split()
+        assert len(src) == len(tgt) and sum(a != b for a, b in zip(src, tgt)) == 1, case
+        assert tgt[[a != b for a, b in zip(src, tgt)].index(True)] == case["to"]
+        outside = (batch.changed[n] < 0.5).expand(3, -1, -1)
+        assert torch.equal(batch.sources[n][outside], batch.targets[n][outside])
+        assert len(inputs.tokens[n]) == 1
+    with pytest.raises(ValueError, match="changes nothing"):
+        edit_quality.materialise_edits([{**CI_EDIT_CASES[0], "to": scene.scene(CI_EDIT_CASES[0]["seed"])[
+            "params"]["objects"][CI_EDIT_CASES[0]["object"]]["colour"]}])
+
+
+@requires_comfyui
+@pytest.mark.parametrize("local_mask", ["gt_mask", "attention"])
+def test_turboedit_through_the_nodes_equals_the_benchmark_row(world, pack_nodes, local_mask):
+    """TurboEdit Encoder Loader (folder_paths, the committed encoder) + Iterative Inverter (encoder) + TurboEdit Edit
+    Sampler (a MASK, or the changed tokens' attention) → SamplerCustomAdvanced with a cfg-1 guider on the target
+    caption gives the benchmark row's edited latents (the encoder in diffusers, core's inversion and replay)."""
+    import importlib
+
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise
+
+    import folder_paths
+    from benchmarks.world.comfy_model import conditioning, load_world_model
+
+    from .conftest import PACK_NAME
+
+    turboedit_nodes = importlib.import_module(f"{PACK_NAME}.nodes.turboedit")
+    advanced = importlib.import_module("comfy_extras.nodes_custom_sampler").SamplerCustomAdvanced
+    folder_paths.add_model_folder_path("fewstep_turboedit", str(quality.TRAINED))
+    model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
+    (encoder,) = turboedit_nodes.TurboEditEncoderLoader.execute(
+        model=model, encoder_name=edit_quality.TURBOEDIT_ENCODERS[4]).result
+    row = {r.name: r for r in edit_quality.edit_rows()}[f"edit_encoder_4_{local_mask}"]
+    for case in CI_EDIT_CASES[:3]:  # one case at a time: the node takes one token list per batch
+        batch, inputs = edit_case_inputs(world, [case])
+        core_latents, core_recon = row.run(world, inputs, edit_quality.Meter())
+        latent = {"samples": inputs.source / world.scaling_factor}
+        inversion, recon, sigmas, latent = turboedit_nodes.IterativeInverter.execute(
+            model=model, conditioning=conditioning(inputs.cond_source), steps=4, method="encoder",
+            seed=quality.ROW_SEED, latent=latent, encoder=encoder).result
+        torch.testing.assert_close(recon["samples"] * world.scaling_factor, core_recon, atol=2e-3, rtol=1e-3)
+        extra = {"mask": batch.changed[:, 0]} if local_mask == "gt_mask" else {"tokens": {"target": inputs.tokens[0]}}
+        (sampler,) = turboedit_nodes.TurboEditSampler.execute(inversion=inversion, **extra).result
+        guider = comfy.samplers.CFGGuider(model)
+        target = conditioning(inputs.cond_target)
+        guider.set_conds(target, target)
+        guider.set_cfg(1.0)
+        out = (advanced.execute(Noise_EmptyNoise(), guider, sampler, sigmas, latent).result
+               if hasattr(advanced, "execute") else advanced().sample(Noise_EmptyNoise(), guider, sampler, sigmas,
+                                                                       latent))[0]
+        torch.testing.assert_close(out["samples"] * world.scaling_factor, core_latents, atol=2e-3, rtol=1e-3)
+
+
+PIN_EDIT_ROWS = ("edit_source", "edit_fresh_4", "edit_exact_4_off", "edit_exact_4_gt_mask", "edit_encoder_4_off",
+                 "edit_encoder_4_gt_mask", "edit_encoder_1_off")
+
+
+@pytest.fixture(scope="module")
+def edit_rows(world):
+    rows = {r.name: r for r in edit_quality.edit_rows()}
+    batch = edit_quality.materialise_edits(quality.default_edit_cases(24))
+    results = edit_quality.run_edit_rows(world, batch, [rows[n] for n in PIN_EDIT_ROWS], quality.ROW_SEED)
+    return {r["name"]: r for r in results}
+
+
+def test_turboedit_effects_are_pinned(edit_rows):
+    """Measured 2026-12-04 on these 24 edits (8 colour, 8 shape, 8 background; all 48: README, 'TurboEdit on the
+    world'). Pinned as they came out, with margins:
+    - NFE as the paper counts them: the encoder inverts in 8 passes (4 encoder + 4 student) and edits in 4; the
+      exact inversion in 4 + 4; the 1-step encoder in 2 + 1;
+    - reconstruction: the exact inversion gives the source back (25.48 dB, the VAE's own), the 4-step encoder
+      0.75 dB below it (≤ 1.5 allowed), the 1-step encoder 3.09 ± 0.25 dB below the 4-step one (≥ 2 required);
+    - editing: the encoder's inversion edits more often than the exact one (0.542 vs 0.417: colour 0.75 vs 0.375),
+      any inversion keeps the other attributes far better than fresh noise (0.779 vs 0.454; ≥ 0.2 required), and
+      the ground-truth local mask raises PSNR outside the edit (24.45 → 26.51 dB on the object edits; ≥ 1 dB);
+    - no row changes an object's shape (0 of 8 everywhere): the inverted noises carry the silhouette."""
+    m = {name: r["metrics"] for name, r in edit_rows.items()}
+    nfe = {name: (r["nfe_invert"], r["nfe_edit"]) for name, r in edit_rows.items()}
+    assert nfe["edit_encoder_4_off"] == (8, 4) and nfe["edit_exact_4_off"] == (4, 4)
+    assert nfe["edit_encoder_1_off"] == (2, 1)
+    assert m["edit_exact_4_off"]["recon_psnr_db"] == pytest.approx(m["edit_source"]["recon_psnr_db"], abs=0.01)
+    assert m["edit_encoder_4_off"]["recon_psnr_db"] >= m["edit_exact_4_off"]["recon_psnr_db"] - 1.5
+    assert m["edit_encoder_4_off"]["recon_psnr_db"] >= m["edit_encoder_1_off"]["recon_psnr_db"] + 2.0
+    assert m["edit_encoder_4_off"]["edit_success"] > m["edit_exact_4_off"]["edit_success"]
+    for name in ("edit_exact_4_off", "edit_encoder_4_off"):
+        assert m[name]["others_kept"] >= m["edit_fresh_4"]["others_kept"] + 0.2, name
+    for inversion in ("exact", "encoder"):
+        off, gt = m[f"edit_{inversion}_4_off"], m[f"edit_{inversion}_4_gt_mask"]
+        assert gt["psnr_outside_db"] >= off["psnr_outside_db"] + 1.0, inversion
+    for name in PIN_EDIT_ROWS[2:]:
+        assert m[name]["edit_success_by_attribute"]["shape"] <= 0.25, name
