@@ -708,8 +708,8 @@ def edit_rows(world):
 
 
 def test_turboedit_effects_are_pinned(edit_rows):
-    """Measured 2026-12-04 on these 24 edits (8 colour, 8 shape, 8 background; all 48: README, 'TurboEdit on the
-    world'). Pinned as they came out, with margins:
+    """Measured 2026-12-04 on these 24 edits, 8 each of colour, shape and background
+    (all 48: README, 'TurboEdit on the world'). Pinned as they came out, with margins:
     - NFE as the paper counts them: the encoder inverts in 8 passes (4 encoder + 4 student) and edits in 4; the
       exact inversion in 4 + 4; the 1-step encoder in 2 + 1;
     - reconstruction: the exact inversion gives the source back (25.48 dB, the VAE's own), the 4-step encoder
