@@ -406,8 +406,10 @@ def run_edit_rows(world, batch: EditBatch, rows: list[EditRow], seed: int,
             a: float(np.mean([c["edit_success"] for c in per_case if c["attribute"] == a]))
             for a in ("colour", "shape", "background") if any(c["attribute"] == a for c in per_case)}
         results.append({"task": "edit", "name": row.name, "method": row.method, "inversion": row.inversion,
-                        "steps": row.steps, "local_mask": row.local_mask, "nfe_invert": meter.passes["invert"],
+                        "steps": row.steps, "local_mask": row.local_mask,
+                        "nfe": meter.passes["invert"] + meter.passes["edit"], "nfe_invert": meter.passes["invert"],
                         "nfe_edit": meter.passes["edit"],
+                        "seconds": round(meter.seconds["invert"] + meter.seconds["edit"], 3),
                         "seconds_invert_per_image": round(meter.seconds["invert"] / len(batch.cases), 4),
                         "seconds_edit_per_image": round(meter.seconds["edit"] / len(batch.cases), 4),
                         "metrics": metrics, "per_case": per_case})
