@@ -653,9 +653,9 @@ def test_edit_cases_change_one_attribute_and_their_tokens(world):
 
 
 @requires_comfyui
-@pytest.mark.parametrize("local_mask", ["gt_mask", "attention"])
-def test_turboedit_through_the_nodes_equals_the_benchmark_row(world, pack_nodes, local_mask):
-    """TurboEdit Encoder Loader (folder_paths, the committed encoder) + Iterative Inverter (encoder) + TurboEdit Edit
+@pytest.mark.parametrize(("steps", "local_mask"), [(4, "gt_mask"), (4, "attention"), (1, "gt_mask")])
+def test_turboedit_through_the_nodes_equals_the_benchmark_row(world, pack_nodes, steps, local_mask):
+    """TurboEdit Encoder Loader (folder_paths, each committed encoder) + Iterative Inverter (encoder) + TurboEdit Edit
     Sampler (a MASK, or the changed tokens' attention) → SamplerCustomAdvanced with a cfg-1 guider on the target
     caption gives the benchmark row's edited latents (the encoder in diffusers, core's inversion and replay)."""
     import importlib
@@ -673,14 +673,14 @@ def test_turboedit_through_the_nodes_equals_the_benchmark_row(world, pack_nodes,
     folder_paths.add_model_folder_path("fewstep_turboedit", str(quality.TRAINED))
     model = load_world_model(WEIGHTS / "turbo" / "unet", world.scaling_factor)
     (encoder,) = turboedit_nodes.TurboEditEncoderLoader.execute(
-        model=model, encoder_name=edit_quality.TURBOEDIT_ENCODERS[4]).result
-    row = {r.name: r for r in edit_quality.edit_rows()}[f"edit_encoder_4_{local_mask}"]
+        model=model, encoder_name=edit_quality.TURBOEDIT_ENCODERS[steps]).result
+    row = {r.name: r for r in edit_quality.edit_rows()}[f"edit_encoder_{steps}_{local_mask}"]
     for case in CI_EDIT_CASES[:3]:  # one case at a time: the node takes one token list per batch
         batch, inputs = edit_case_inputs(world, [case])
         core_latents, core_recon = row.run(world, inputs, edit_quality.Meter())
         latent = {"samples": inputs.source / world.scaling_factor}
         inversion, recon, sigmas, latent = turboedit_nodes.IterativeInverter.execute(
-            model=model, conditioning=conditioning(inputs.cond_source), steps=4, method="encoder",
+            model=model, conditioning=conditioning(inputs.cond_source), steps=steps, method="encoder",
             seed=quality.ROW_SEED, latent=latent, encoder=encoder).result
         torch.testing.assert_close(recon["samples"] * world.scaling_factor, core_recon, atol=2e-3, rtol=1e-3)
         extra = {"mask": batch.changed[:, 0]} if local_mask == "gt_mask" else {"tokens": {"target": inputs.tokens[0]}}
