@@ -27,7 +27,7 @@ from benchmarks.world import models
 from benchmarks.world.judge import MIN_VISIBLE, background_labels, bbox_region, predict
 from core.attention_mask import edit_mask, soften_local_mask, token_attention
 from core.caption_edit import changed_token_positions
-from core.masks import mask_for_latent
+from core.masks import grow, mask_for_latent
 from core.turboedit import invert_ddim, invert_exact, invert_with_encoder, sample_replay
 
 TRAINED = Path(__file__).resolve().parent / "world" / "trained"
@@ -54,10 +54,6 @@ def edited_params(params: dict, case: dict) -> dict:
 def scene_of(params: dict) -> dict:
     """A scene dict (as scene.scene gives) for given parameters."""
     return {"params": params, "caption": scene.caption(params), **scene.render(params)}
-
-
-def grow(mask: torch.Tensor, px: int) -> torch.Tensor:
-    return F.max_pool2d(mask, 2 * px + 1, stride=1, padding=px) if px > 0 else mask
 
 
 @dataclass
