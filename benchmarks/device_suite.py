@@ -46,6 +46,7 @@ NO_WEIGHTS = "fewstep_inpaint_no_extra_weights"
 CORE = "core_ksampler_inpaint"  # core's KSampler + SetLatentNoiseMask, built from the no-weights template
 EDIT_TEMPLATES = ("instant_edit_exact", "instant_edit_encoder")
 # loader widgets that name a weight file: class_type → (input, the trainer or builder that makes the file)
+CROP_PRESETS = ("512", "768", "1024")  # FewStep Crop's target_size presets (core.crop_stitch)
 WEIGHT_WIDGETS = {"FewStepInverFillLoader": ("network_name", "inverfill"),
                   "FewStepTurboFillLoader": ("adapter_name", "turbofill"),
                   "FewStepTurboEditLoader": ("encoder_name", "turboedit"),
@@ -250,6 +251,8 @@ def prepare(graph: dict, image: str, size: int, checkpoint: str, weights: dict[s
         inputs, kind = node["inputs"], node["class_type"]
         if kind == "FewStepSAM2Mask":
             inputs["positive_points"] = json.dumps([{"x": size // 2, "y": size // 2}])
+        if kind == "FewStepCrop":  # crops at the case's own size (SDXL 1024², SD2.1 512²), the smoke's as they are
+            inputs["target_size"] = str(size) if str(size) in CROP_PRESETS else "keep"
         if kind == "CheckpointLoaderSimple":
             inputs["ckpt_name"] = checkpoint
         elif kind == "LoadImage":

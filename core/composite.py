@@ -114,7 +114,7 @@ def exact_composite(
         corrected = match_colors(generated_b, original_b, used, band)
         generated_b = torch.lerp(generated_b, corrected, color_match)
     m = used.permute(0, 2, 3, 1).to(original_b.dtype)  # BHW1
-    mixed = original_b * (1.0 - m) + generated_b.to(original_b.dtype) * m
+    mixed = torch.lerp(original_b, generated_b.to(original_b.dtype), m)  # exact where generated == original
     out = torch.where(m == 0, original_b, mixed)
     return out, used[:, 0]
 

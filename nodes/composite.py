@@ -7,6 +7,30 @@ from ..core.composite import exact_composite
 from ._api import CATEGORY_INPAINT, finite_floats, io
 
 
+def composite_inputs() -> list:
+    """The grow / feather / color_match inputs of Exact Composite, shared with FewStep Stitch."""
+    return [
+        io.Int.Input(
+            "grow", default=0, min=-64, max=64,
+            tooltip="Grow (positive) or shrink (negative) the mask by this many pixels before compositing.",
+        ),
+        io.Int.Input(
+            "feather", default=4, min=0, max=64,
+            tooltip=(
+                "Soften the mask edge inwards by this many pixels; pixels outside the mask are never "
+                "changed."
+            ),
+        ),
+        io.Float.Input(
+            "color_match", default=1.0, min=0.0, max=1.0, step=0.05,
+            tooltip=(
+                "Strength of a colour correction of the filled pixels, measured on a ring of unmasked pixels "
+                "where both images should agree (fixes VAE/model colour shift). 0 = off."
+            ),
+        ),
+    ]
+
+
 class ExactComposite(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -34,24 +58,7 @@ class ExactComposite(io.ComfyNode):
                     "mask",
                     tooltip="1 = filled region, 0 = keep. Same aspect ratio as the original (resized if needed).",
                 ),
-                io.Int.Input(
-                    "grow", default=0, min=-64, max=64,
-                    tooltip="Grow (positive) or shrink (negative) the mask by this many pixels before compositing.",
-                ),
-                io.Int.Input(
-                    "feather", default=4, min=0, max=64,
-                    tooltip=(
-                        "Soften the mask edge inwards by this many pixels; pixels outside the mask are never "
-                        "changed."
-                    ),
-                ),
-                io.Float.Input(
-                    "color_match", default=1.0, min=0.0, max=1.0, step=0.05,
-                    tooltip=(
-                        "Strength of a colour correction of the filled pixels, measured on a ring of unmasked pixels "
-                        "where both images should agree (fixes VAE/model colour shift). 0 = off."
-                    ),
-                ),
+                *composite_inputs(),
             ],
             outputs=[
                 io.Image.Output(tooltip="The composite."),

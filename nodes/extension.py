@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ._api import ComfyExtension
 from .composite import ExactComposite
+from .crop_stitch import FewStepCrop, FewStepStitch
 from .inverfill import InverFillLoader, InverseNoiseInit
 from .noise import ReBlend
 from .rad import RegionAwareSampler
@@ -13,9 +14,9 @@ from .schedule import FewStepSchedule
 from .turboedit import CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler
 from .turbofill import TurboFillAdapterApply, TurboFillLoader
 
-NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, InverFillLoader, InverseNoiseInit,
-         CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler, RegionAwareSampler,
-         TurboFillLoader, TurboFillAdapterApply, SAM2Loader, SAM2Mask]
+NODES = [FewStepSchedule, ReBlend, FewStepBlendedSampler, ExactComposite, FewStepCrop, FewStepStitch,
+         InverFillLoader, InverseNoiseInit, CaptionEditor, IterativeInverter, TurboEditEncoderLoader, TurboEditSampler,
+         RegionAwareSampler, TurboFillLoader, TurboFillAdapterApply, SAM2Loader, SAM2Mask]
 
 
 class FewStepExtension(ComfyExtension):

@@ -34,7 +34,10 @@ def test_prepare_swaps_only_checkpoint_image_weights_and_the_click():
     ready = device_suite.prepare(graph, "x.png", 64, "ck.safetensors", {"sam2": "s.safetensors"})
     changed = {(k, name) for k, node in graph.items() for name, value in node["inputs"].items()
                if ready[k]["inputs"][name] != value}
-    assert changed == {("1", "ckpt_name"), ("2", "image"), ("15", "sam2_name"), ("16", "positive_points")}
+    assert changed == {("1", "ckpt_name"), ("2", "image"), ("15", "sam2_name"), ("16", "positive_points"),
+                       ("20", "target_size")}
+    assert ready["20"]["inputs"]["target_size"] == "keep", "a 64² smoke image is cropped at its own size"
+    assert device_suite.prepare(graph, "x.png", 1024, "ck", {})["20"]["inputs"]["target_size"] == "1024"
     assert json.loads(ready["16"]["inputs"]["positive_points"]) == [{"x": 32, "y": 32}]
     rad = device_suite.prepare(device_suite.load_graph("region_aware_inpaint"), "x.png", 64, "ck", {})
     assert rad["6"]["inputs"]["rad_lora"] == "none", "no trained LoRA for this architecture: the node's 'none'"

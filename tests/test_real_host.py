@@ -136,7 +136,7 @@ def weights_for(template: str, server: ComfyServer, request) -> dict:
 INPAINT, EDIT, CLICK = "inpaint", "edit", "click"
 TEMPLATES = {"fewstep_inpaint_no_extra_weights": INPAINT, "inverfill_inpaint": INPAINT,
              "region_aware_inpaint": INPAINT, "turbofill_inpaint": INPAINT, "sam2_click_inpaint": CLICK,
-             "instant_edit_exact": EDIT, "instant_edit_encoder": EDIT}
+             "instant_edit_exact": EDIT, "instant_edit_encoder": EDIT, "big_photo_inpaint": INPAINT}
 
 
 def test_every_template_has_a_run_below():
@@ -243,6 +243,52 @@ def test_bad_input_gives_a_named_error_and_the_server_survives(server):
         in error_message(entry)
     assert server.alive()
     ok = server.run(example_prompt("bad2.png", {("6", "noise_seed"): 3}))
+    assert ok["status"]["status_str"] == "success", error_message(ok)
+
+
+BIG = "big_photo_inpaint"  # node 20 FewStep Crop, 10 FewStep Schedule, 13 FewStep Stitch, 14 Save Image
+
+
+def two_hole_alpha() -> np.ndarray:
+    """Two holes far apart, one in the bottom-right corner: FewStep Crop's ``separate`` makes two crops."""
+    alpha = np.full((150, 203), 255, np.uint8)
+    alpha[20:50, 20:60] = 0
+    alpha[120:, 160:] = 0
+    return alpha
+
+
+def test_big_photo_template_stitches_two_regions_exactly(server):
+    alpha = two_hole_alpha()
+    rgb = rgba_input(server, "big2.png", alpha)
+    entry = server.run(example_prompt("big2.png", {("20", "context_px"): 8}, example=BIG))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    out = output_rgb(server, entry)
+    keep = alpha == 255
+    assert out.shape == rgb.shape and np.array_equal(out[keep], rgb[keep])
+    assert not np.array_equal(out[20:50, 20:60], rgb[20:50, 20:60]), "both holes are regenerated"
+    assert not np.array_equal(out[120:, 160:], rgb[120:, 160:])
+
+
+def test_big_photo_with_an_empty_mask_samples_nothing(server):
+    """Stitch does not ask for the generated crops when there is no hole: a schedule that would fail is never run."""
+    rgb = rgba_input(server, "bignohole.png", hole_alpha("none"))
+    entry = server.run(example_prompt("bignohole.png", {("10", "timesteps"): "999, oops"}, example=BIG))
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert np.array_equal(output_rgb(server, entry), rgb)
+
+
+def test_big_photo_bad_mask_is_named_and_the_server_survives(server):
+    rgba_input(server, "bigbad.png", hole_alpha("box"))
+    prompt = example_prompt("bigbad.png", example=BIG)
+    prompt["30"] = {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact",
+                                                            "width": 64, "height": 200, "crop": "disabled"}}
+    prompt["31"] = {"class_type": "ImageToMask", "inputs": {"image": ["30", 0], "channel": "red"}}
+    prompt["20"]["inputs"]["mask"] = ["31", 0]
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    assert "mask: 64×200 px (8:25) does not match the image's 203×150 px (1.35:1)" in error_message(entry)
+    assert server.alive()
+    ok = server.run(example_prompt("bigbad.png", example=BIG))
     assert ok["status"]["status_str"] == "success", error_message(ok)
 
 

@@ -64,20 +64,22 @@ def inpaint_inputs() -> list[Node]:
     ]
 
 
-def masked_latent(mask: tuple[int, int] = (2, 1)) -> list[Node]:
-    """Nodes 4–5: the image encoded, with ``mask`` (default: the painted one) as its noise mask."""
+def masked_latent(mask: tuple[int, int] = (2, 1), pixels: tuple[int, int] = (2, 0)) -> list[Node]:
+    """Nodes 4–5: ``pixels`` (default: the loaded image) encoded, with ``mask`` (default: the painted one) as its
+    noise mask."""
     return [
-        Node(4, "VAEEncode", links={"pixels": (2, 0), "vae": (1, 2)}, size=(210, 50)),
+        Node(4, "VAEEncode", links={"pixels": pixels, "vae": (1, 2)}, size=(210, 50)),
         Node(5, "SetLatentNoiseMask", links={"samples": (4, 0), "mask": mask}, size=(210, 50)),
     ]
 
 
 def blended_sampling(*, conditioning: tuple[int, int], noise: tuple[int, int], known_noise: str, prefix: str,
-                     mask: tuple[int, int] = (2, 1), grow: int = 0, ids: tuple[int, int, int] = (12, 13, 14)
-                     ) -> list[Node]:
+                     mask: tuple[int, int] = (2, 1), grow: int = 0, ids: tuple[int, int, int] = (12, 13, 14),
+                     cropped: bool = False) -> list[Node]:
     """Nodes 8–14 of the blended inpaint templates: BasicGuider on ``conditioning``; FewStep Blended Sampler
     (``known_noise``) and FewStep Schedule through SamplerCustomAdvanced from ``noise`` on the masked latent (5);
-    then decode, Exact Composite over ``mask`` grown by ``grow``, save. ``ids`` number the last three."""
+    then decode, Exact Composite over ``mask`` grown by ``grow`` (``cropped``: FewStep Stitch of the crop, node
+    20, instead), save. ``ids`` number the last three."""
     decode, composite, save = ids
     return [
         Node(8, "BasicGuider", links={"model": (1, 0), "conditioning": conditioning}, size=(200, 50)),
@@ -89,22 +91,44 @@ def blended_sampling(*, conditioning: tuple[int, int], noise: tuple[int, int], k
             "noise": noise, "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0), "latent_image": (5, 0)},
             size=(240, 110)),
         Node(decode, "VAEDecode", links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 50)),
-        Node(composite, "FewStepExactComposite", {"grow": grow, "feather": 4, "color_match": 1.0},
-             {"original": (2, 0), "generated": (decode, 0), "mask": mask}, size=(280, 170)),
+        paste_back(composite, decode, mask, grow, cropped),
         Node(save, "SaveImage", {"filename_prefix": prefix}, {"images": (composite, 0)},
              size=(400, 450)),
     ]
 
 
-def blended_inpaint(mask: tuple[int, int], grow: int, prefix: str) -> list[Node]:
+CROP = 20  # FewStep Crop's node id in the cropped templates
+
+
+def crop(mask: tuple[int, int] = (2, 1), *, regions: str = "one", prefill: str = "none") -> Node:
+    """Node 20: FewStep Crop of the loaded image (2) around ``mask``, at SD(XL)-Turbo's 512² (DMD2 and
+    Lightning: 1024)."""
+    return Node(CROP, "FewStepCrop", {
+        "context_px": 32, "context_factor": 1.0, "target_size": "512", "width": 1024, "height": 1024,
+        "multiple": "8", "padding": "edge", "regions": regions, "prefill": prefill},
+        {"image": (2, 0), "mask": mask}, size=(300, 300))
+
+
+def paste_back(node_id: int, decode: int, mask: tuple[int, int], grow: int, cropped: bool) -> Node:
+    """Exact Composite of the decoded image over the original, or FewStep Stitch of the decoded crops."""
+    widgets = {"grow": grow, "feather": 4, "color_match": 1.0}
+    if cropped:
+        return Node(node_id, "FewStepStitch", widgets, {"stitch": (CROP, 2), "generated": (decode, 0)},
+                    size=(280, 170))
+    return Node(node_id, "FewStepExactComposite", widgets,
+                {"original": (2, 0), "generated": (decode, 0), "mask": mask}, size=(280, 170))
+
+
+def blended_inpaint(mask: tuple[int, int], grow: int, prefix: str, cropped: bool = False) -> list[Node]:
     """Nodes 4–14 of a no-weights few-step inpaint: encode, noise mask, Re-Blend, then :func:`blended_sampling`
-    with fresh known-region noise (checkpoint 1, image 2, prompt 3)."""
+    with fresh known-region noise (checkpoint 1, image 2, prompt 3; ``cropped``: on FewStep Crop's outputs)."""
+    pixels, mask_in = ((CROP, 0), (CROP, 1)) if cropped else ((2, 0), mask)
     return [
-        *masked_latent(mask),
+        *masked_latent(mask_in, pixels),
         Node(6, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
-        Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": mask}, size=(260, 100)),
+        Node(7, "FewStepReBlend", {"seed": 7}, {"noise": (6, 0), "mask": mask_in}, size=(260, 100)),
         *blended_sampling(conditioning=(3, 0), noise=(7, 0), known_noise="fresh", prefix=prefix, mask=mask,
-                          grow=grow),
+                          grow=grow, cropped=cropped),
     ]
 
 
@@ -129,7 +153,9 @@ Needs an InverFill network for your checkpoint in `models/fewstep/inverfill/`, m
 **Inverse Noise Init** runs the network once on the image with its hole blacked out and gives a start
 noise aligned with the picture; the hole gets fresh noise (Re-Blend). The sampler starts exactly there.
 **FewStep Blended Sampler** with `known_noise = start` re-noises the background with that inverted noise
-between steps, as the paper does. Paint the mask in *Load Image* (right-click → Open in MaskEditor)."""
+between steps, as the paper does. Paint the mask in *Load Image* (right-click → Open in MaskEditor).
+**FewStep Crop** samples only the area around the mask at the model's size; **FewStep Stitch** pastes it back
+so every unmasked pixel of the photo is unchanged."""
 
 
 def inverfill_graph() -> Graph:
@@ -139,13 +165,14 @@ def inverfill_graph() -> Graph:
         title="InverFill inpaint",
         note=INVERFILL_NOTE,
         nodes=[
-            *inpaint_inputs(), *masked_latent(),
+            *inpaint_inputs(), crop(), *masked_latent((CROP, 1), (CROP, 0)),
             Node(6, "FewStepInverFillLoader", {"network_name": "inverfill_sdxl_turbo.safetensors"},
                  {"model": (1, 0)}, size=(320, 80)),
             Node(7, "FewStepInverseNoiseInit", {"seed": 7},
-                 {"model": (1, 0), "inverfill": (6, 0), "positive": (3, 0), "mask": (2, 1), "image": (2, 0),
+                 {"model": (1, 0), "inverfill": (6, 0), "positive": (3, 0), "mask": (CROP, 1), "image": (CROP, 0),
                   "vae": (1, 2)}, size=(300, 230)),
-            *blended_sampling(conditioning=(3, 0), noise=(7, 0), known_noise="start", prefix="inverfill_inpaint"),
+            *blended_sampling(conditioning=(3, 0), noise=(7, 0), known_noise="start", prefix="inverfill_inpaint",
+                              cropped=True),
         ],
     )
 
@@ -202,7 +229,8 @@ noised (they come out exactly as they went in), the hole follows the few-step sc
 values give per-pixel strength. The UNet sees a per-pixel time embedding.
 
 It runs on any ε-prediction few-step model, but fills are good only with a RAD LoRA trained for the model
-(`python -m trainers.rad --config trainers/configs/rad_sdxl.yaml`), picked in `rad_lora`."""
+(`python -m trainers.rad --config trainers/configs/rad_sdxl.yaml`), picked in `rad_lora`.
+**FewStep Crop** / **FewStep Stitch** sample only the area around the mask, at the model's size."""
 
 
 def rad_graph() -> Graph:
@@ -212,13 +240,12 @@ def rad_graph() -> Graph:
         title="Region-aware inpaint",
         note=RAD_NOTE,
         nodes=[
-            *inpaint_inputs(), *masked_latent(),
+            *inpaint_inputs(), crop(), *masked_latent((CROP, 1), (CROP, 0)),
             Node(6, "FewStepRegionAwareSampler",
                  {"steps": 4, "seed": 5, "cfg": 1.0, "rad_lora": "none", "lora_strength": 1.0},
                  {"model": (1, 0), "positive": (3, 0), "latent": (5, 0)}, size=(320, 260)),
             Node(7, "VAEDecode", links={"samples": (6, 0), "vae": (1, 2)}, size=(210, 50)),
-            Node(8, "FewStepExactComposite", {"grow": 0, "feather": 4, "color_match": 1.0},
-                 {"original": (2, 0), "generated": (7, 0), "mask": (2, 1)}, size=(280, 170)),
+            paste_back(8, 7, (2, 1), 0, cropped=True),
             Node(9, "SaveImage", {"filename_prefix": "region_aware_inpaint"}, {"images": (8, 0)},
                  size=(400, 450)),
         ],
@@ -235,7 +262,8 @@ Needs a TurboFill adapter for your few-step checkpoint in `models/fewstep/turbof
 reads the noisy latent, the image with its hole blacked out (encoded by the VAE) and the mask, and adds its
 residuals to the UNet. It chains with other ControlNets and leaves model patches (LoRAs) alone.
 `strength` 0 = the base model. Paint the mask in *Load Image* (right-click → Open in MaskEditor).
-**FewStep Blended Sampler** keeps the background, **Exact Composite** pastes the fill back exactly."""
+**FewStep Crop** cuts the area around the mask at the model's size, **FewStep Blended Sampler** keeps its
+background, **FewStep Stitch** pastes the fill back into the photo exactly."""
 
 
 def turbofill_graph() -> Graph:
@@ -245,16 +273,16 @@ def turbofill_graph() -> Graph:
         title="TurboFill inpaint",
         note=TURBOFILL_NOTE,
         nodes=[
-            *inpaint_inputs(), *masked_latent(),
+            *inpaint_inputs(), crop(), *masked_latent((CROP, 1), (CROP, 0)),
             Node(6, "FewStepTurboFillLoader", {"adapter_name": "turbofill_sdxl.safetensors"},
                  {"model": (1, 0)}, size=(320, 80)),
             Node(7, "FewStepTurboFillAdapterApply",
                  {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
-                 {"positive": (3, 0), "negative": (3, 0), "adapter": (6, 0), "vae": (1, 2), "image": (2, 0),
-                  "mask": (2, 1)}, size=(300, 230)),
+                 {"positive": (3, 0), "negative": (3, 0), "adapter": (6, 0), "vae": (1, 2), "image": (CROP, 0),
+                  "mask": (CROP, 1)}, size=(300, 230)),
             Node(12, "RandomNoise", {"noise_seed": 42}, size=(260, 80)),
             *blended_sampling(conditioning=(7, 0), noise=(12, 0), known_noise="fresh", prefix="turbofill_inpaint",
-                              ids=(13, 15, 14)),
+                              ids=(13, 15, 14), cropped=True),
         ],
     )
 
@@ -268,8 +296,9 @@ SAM2_NOTE = """## SAM2 click → few-step inpaint
 3. Write what should appear instead, then *Queue*.
 
 The mask (1 = hole) drives the same few-step inpaint as the basic example: **Re-Blend** fresh noise in the
-hole, **FewStep Blended Sampler** on the exact distilled timesteps, **Exact Composite** (grown by 8 px so the
-object's edge is covered) keeps every other pixel identical to the input."""
+hole, **FewStep Blended Sampler** on the exact distilled timesteps around the object (**FewStep Crop**, at the
+model's size), **FewStep Stitch** (grown by 4 px so the object's edge is covered) keeps every other pixel
+identical to the input."""
 
 
 def sam2_graph() -> Graph:
@@ -288,7 +317,37 @@ def sam2_graph() -> Graph:
                  title="Grow the hole a little", size=(240, 90)),
             Node(18, "MaskToImage", links={"mask": (17, 0)}, size=(200, 30)),
             Node(19, "PreviewImage", links={"images": (18, 0)}, title="SAM2 mask", size=(240, 250)),
-            *blended_inpaint(mask=(17, 0), grow=4, prefix="sam2_click_inpaint"),
+            crop((17, 0)),
+            *blended_inpaint(mask=(17, 0), grow=4, prefix="sam2_click_inpaint", cropped=True),
+        ],
+    )
+
+
+BIG_PHOTO_NOTE = """## Big photo: crop, few-step inpaint, stitch
+
+For photos larger than the model's size (2–24 MP) and holes much smaller than the photo.
+
+1. **Load Image**: paint one or several areas to regenerate (right-click → Open in MaskEditor).
+2. **FewStep Crop** cuts each painted area with `context_px` of photo around it (`regions = separate`: one crop
+   per area, overlapping ones merged), resizes it to about `target_size`² pixels (512 for SD-Turbo and
+   SDXL-Turbo, 1024 for DMD2, Lightning and Hyper-SD) and pre-fills the hole from its border (`prefill = blur`).
+3. The crops are sampled as one batch in 4 steps; **FewStep Stitch** resizes each back and pastes it in, so
+   every unmasked pixel of the photo is unchanged, at the photo's full resolution.
+
+Skip the crop (use the whole-image template) when the hole covers most of the photo, or the photo is already at
+the model's size."""
+
+
+def big_photo_graph() -> Graph:
+    """Crop around each painted region → one batched few-step blended inpaint → stitch back exactly."""
+    return Graph(
+        name="big_photo_inpaint",
+        title="Big photo: crop, few-step inpaint, stitch",
+        note=BIG_PHOTO_NOTE,
+        nodes=[
+            *inpaint_inputs(),
+            crop(regions="separate", prefill="blur"),
+            *blended_inpaint(mask=(2, 1), grow=0, prefix="big_photo_inpaint", cropped=True),
         ],
     )
 
@@ -299,11 +358,11 @@ STAGE_OF = {
     "CheckpointLoaderSimple": 0, "LoadImage": 0, "FewStepInverFillLoader": 0, "FewStepTurboFillLoader": 0,
     "FewStepTurboEditLoader": 0, "FewStepSAM2Loader": 0,
     "CLIPTextEncode": 1, "FewStepCaptionEditor": 1, "VAEEncode": 1, "SetLatentNoiseMask": 1, "FewStepSAM2Mask": 1,
-    "GrowMask": 1, "MaskToImage": 1, "PreviewImage": 1, "FewStepTurboFillAdapterApply": 1,
+    "GrowMask": 1, "MaskToImage": 1, "PreviewImage": 1, "FewStepTurboFillAdapterApply": 1, "FewStepCrop": 1,
     "RandomNoise": 2, "DisableNoise": 2, "FewStepReBlend": 2, "FewStepInverseNoiseInit": 2, "BasicGuider": 2,
     "FewStepBlendedSampler": 2, "FewStepSchedule": 2, "SamplerCustomAdvanced": 2, "FewStepRegionAwareSampler": 2,
     "FewStepIterativeInverter": 2, "FewStepTurboEditSampler": 2,
-    "VAEDecode": 3, "FewStepExactComposite": 3, "SaveImage": 3,
+    "VAEDecode": 3, "FewStepExactComposite": 3, "FewStepStitch": 3, "SaveImage": 3,
 }
 STAGE_COLOURS = ("#3f789e", "#8A8", "#b58b2a", "#a1309b")
 NOTE_WIDTH, NOTE_HEIGHT = 420, 620
@@ -348,7 +407,7 @@ def layout(graph: Graph, object_info: dict) -> tuple[dict[int, tuple[list[int], 
 
 
 GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder"), rad_graph,
-          turbofill_graph, sam2_graph]
+          turbofill_graph, sam2_graph, big_photo_graph]
 
 
 def _widget_values(node: Node, info: dict) -> list:
