@@ -198,15 +198,10 @@ def plan_crops(image: torch.Tensor, mask: torch.Tensor, context_mask: torch.Tens
         groups.append([(part, _bounds_with_context(part, shown)) for part in parts])
     keep = target_size == "keep"
     while True:
-        sized = [context_box(bounds, (h, w), context_px, context_factor) for g in groups for _, bounds in g]
-        largest = max(sized, key=lambda bx: bx.height * bx.width) if sized else Box(0, 0, h, w)
-        if keep:
-            out_hw = output_size(Box(0, 0, max(bx.height for bx in sized or [largest]),
-                                     max(bx.width for bx in sized or [largest])), "keep", custom_hw, multiple)
-        else:
-            out_hw = output_size(largest, target_size, custom_hw, multiple)
-        boxes = [[fit_box(context_box(bounds, (h, w), context_px, context_factor), out_hw, (h, w), keep=keep)
-                  for _, bounds in g] for g in groups]
+        shown = [[context_box(bounds, (h, w), context_px, context_factor) for _, bounds in g] for g in groups]
+        out_hw = batch_output_size([bx for g in shown for bx in g] or [Box(0, 0, h, w)], target_size, custom_hw,
+                                   multiple)
+        boxes = [[fit_box(bx, out_hw, (h, w), keep=keep) for bx in g] for g in shown]
         if not _merge_first_overlap(groups, boxes):
             break
     crops = []
@@ -217,6 +212,14 @@ def plan_crops(image: torch.Tensor, mask: torch.Tensor, context_mask: torch.Tens
             placeholder = fit_box(Box(0, 0, h, w), out_hw, (h, w), keep=keep)
             crops.append(Crop(b, placeholder, torch.zeros(h, w, dtype=torch.bool), empty=True))
     return StitchPlan(originals, masks, crops, out_hw, padding)
+
+
+def batch_output_size(boxes: list[Box], target: str, custom_hw: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """One output size for every crop of a batch: the largest box's (``keep``: the largest height and width)."""
+    if target == "keep":
+        return output_size(Box(0, 0, max(b.height for b in boxes), max(b.width for b in boxes)), target, custom_hw,
+                           multiple)
+    return output_size(max(boxes, key=lambda b: b.height * b.width), target, custom_hw, multiple)
 
 
 def _bounds_with_context(part: torch.Tensor, shown: torch.Tensor | None) -> Box:
@@ -324,7 +327,8 @@ def stitch(plan: StitchPlan, generated: torch.Tensor, original: torch.Tensor | N
         if crop.empty:
             continue
         r0, r1, c0, c1 = crop.box.inside(size_hw)
-        back = resample(generated[k : k + 1].permute(0, 3, 1, 2).to(torch.float32), (crop.box.height, crop.box.width))
+        back = resample(generated[k : k + 1].permute(0, 3, 1, 2).to(base.device, torch.float32),
+                        (crop.box.height, crop.box.width))
         back = back[..., r0 - crop.box.top : r1 - crop.box.top, c0 - crop.box.left : c1 - crop.box.left]
         region = plan.mask[crop.image, 0, r0:r1, c0:c1] * crop.region[r0:r1, c0:c1].to(plan.mask.dtype)
         piece, piece_used = exact_composite(

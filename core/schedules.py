@@ -1,4 +1,4 @@
-"""Discrete DDPM schedules and the few-step timestep lists distilled models were trained on."""
+"""Discrete DDPM schedules, flow-matching grids, and the few-step timestep lists distilled models were trained on."""
 from __future__ import annotations
 
 import math
@@ -101,6 +101,41 @@ def timestep_from_sigma(sigma: torch.Tensor, sigma_table: torch.Tensor) -> torch
     return t.reshape(sigma.shape).to(device=sigma.device, dtype=torch.float32)
 
 
+FLOW_TIMESTEPS = 1000  # diffusers' flow-matching timesteps are t × 1000 (FlowMatchEulerDiscreteScheduler)
+
+
+def flow_grid(steps: int) -> list[float]:
+    """Unshifted flow times t_k = 1 − k/N, k = 0..N−1: diffusers' FluxPipeline grid linspace(1, 1/N, N), what
+    FLUX.1-schnell (1–4 steps, no shift) and Qwen-Image-Lightning (4/8 steps, then its shift 3) sample on."""
+    _check_steps(steps, FLOW_TIMESTEPS)
+    return [1.0 - k / steps for k in range(steps)]
+
+
+def parse_flow_timesteps(text: str) -> list[float]:
+    """A user list of flow timesteps, "1000, 750, 500, 250" (t × 1000, as diffusers prints them), as times t."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError as err:
+        raise ValueError(f"timesteps: {text!r} is not a comma-separated list of integers") from err
+    if not values:
+        raise ValueError("timesteps: the list is empty")
+    if any(t < 1 or t > FLOW_TIMESTEPS for t in values):
+        raise ValueError(f"timesteps: a flow model's timesteps lie in 1..{FLOW_TIMESTEPS} (t × 1000), got {values}")
+    if any(a <= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"timesteps: values must be strictly decreasing, got {values}")
+    return [t / FLOW_TIMESTEPS for t in values]
+
+
+def flow_sigmas(times: list[float], sigma_of_time) -> torch.Tensor:
+    """SIGMAS of a flow model at times t_k: σ(t_0), …, σ(t_{N−1}), 0, where ``sigma_of_time`` is the model's own
+    shift (σ = t unshifted; SD3's shift·t/(1 + (shift−1)·t), Esser et al. 2024 §5.3.2)."""
+    if not times:
+        raise ValueError("timesteps: the list is empty")
+    picked = torch.tensor([float(sigma_of_time(t)) for t in times], dtype=torch.float32)
+    return torch.cat([picked, picked.new_zeros(1)])
+
+
 def _check_steps(steps: int, limit: int) -> None:
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= limit:
         raise ValueError(f"steps must be an integer in 1..{limit}, got {steps!r}")
@@ -115,4 +150,8 @@ __all__ = [
     "parse_timesteps",
     "fewstep_sigmas",
     "timestep_from_sigma",
+    "FLOW_TIMESTEPS",
+    "flow_grid",
+    "parse_flow_timesteps",
+    "flow_sigmas",
 ]

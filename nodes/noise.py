@@ -37,11 +37,14 @@ class ReBlendNoise:
         inner = self.inner
         parts = inner.blend_parts(input_latent) if hasattr(inner, "blend_parts") else None
         kept = parts[0] if parts is not None else inner.generate_noise(input_latent)
-        if kept.ndim != 4:
-            raise ValueError(f"Re-Blend noise: supports image latents (B,C,H,W), got shape {tuple(kept.shape)}")
+        framed = kept.ndim == 5 and kept.shape[2] == 1  # an image latent with a time axis of 1 (Qwen-Image, Wan VAE)
+        if kept.ndim != 4 and not framed:
+            raise ValueError("Re-Blend noise: supports image latents (B,C,H,W) or (B,C,1,H,W), got shape "
+                             f"{tuple(kept.shape)}")
         check_finite(kept, "Re-Blend noise")
         fresh = comfy.sample.prepare_noise(kept, self.hole_seed, input_latent.get("batch_index"))
         mask = mask_for_latent(self.mask, kept.shape, "Re-Blend mask")
+        mask = mask[:, :, None] if framed else mask
         if parts is None:
             return kept, fresh, mask
         _, inner_fresh, inner_mask = parts

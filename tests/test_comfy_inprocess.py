@@ -42,20 +42,6 @@ def test_schedule_gives_exact_distilled_sigmas(sd15):
     assert custom.shape == (3,)
 
 
-def test_schedule_refuses_flow_models():
-    import comfy.model_sampling
-
-    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
-        pass
-
-    class FakeModel:
-        def get_model_object(self, name):
-            return FlowSampling()
-
-    with pytest.raises(ValueError, match="model: FewStep Schedule needs a discrete-time"):
-        run_node(pack_module("nodes.schedule").FewStepSchedule, model=FakeModel(), steps=4, spacing="trailing")
-
-
 def test_reblend_wraps_core_random_noise_exactly():
     import comfy.sample
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise

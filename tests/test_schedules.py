@@ -107,3 +107,18 @@ def test_lcm_rejects_more_steps_than_origin():
 def test_fewstep_sigmas_rejects_timesteps_outside_table():
     with pytest.raises(ValueError, match="outside"):
         fewstep_sigmas([1000], SIGMA_TABLE)
+
+
+def test_flow_grid_is_diffusers_linspace_and_flow_timesteps_parse_as_t_times_1000():
+    from core.schedules import flow_grid, flow_sigmas, parse_flow_timesteps
+
+    assert flow_grid(4) == [1.0, 0.75, 0.5, 0.25] and flow_grid(1) == [1.0]
+    assert parse_flow_timesteps("1000, 750 500;250") == [1.0, 0.75, 0.5, 0.25]
+    for bad, message in (("1001", "lie in 1..1000"), ("0", "lie in 1..1000"), ("500, 750", "strictly decreasing"),
+                         ("", "empty"), ("1000, x", "not a comma-separated list")):
+        with pytest.raises(ValueError, match=message):
+            parse_flow_timesteps(bad)
+    sigmas = flow_sigmas([1.0, 0.5], lambda t: 3 * t / (1 + 2 * t))
+    assert torch.allclose(sigmas, torch.tensor([1.0, 0.75, 0.0]))
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        flow_grid(0)

@@ -1,0 +1,182 @@
+"""Few-step flow-matching models in ComfyUI (in-process, COMFYUI_DIR): tiny random FLUX.1-schnell, Qwen-Image and
+Lumina2 built from ComfyUI's own classes. FewStep Schedule's grid through each model's shift; the FewStep Blended
+Sampler, Re-Blend, Exact Composite and Crop → Stitch keep the known region exact; unsupported families are named."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from .conftest import pack_module, requires_comfyui
+from .support.tiny_flow import FLOW_FAMILIES, tiny_flow_conditioning, tiny_flow_model
+from .test_comfy_inprocess import run_node
+
+pytestmark = requires_comfyui
+
+
+@pytest.fixture(scope="module")
+def flow_models(pack):
+    return {family: tiny_flow_model(family) for family in FLOW_FAMILIES}
+
+
+def tiny_flow_vae():
+    """A random TAESD-layout VAE with 16 latent channels (TAEF1's shape), through ComfyUI's VAE class."""
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    from .support.build_tiny_checkpoint import init_uninitialised
+
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=16)
+    init_uninitialised(taesd, torch.Generator().manual_seed(3))
+    return comfy.sd.VAE(sd=taesd.state_dict())
+
+
+def schedule(model, **options):
+    (sigmas,) = run_node(pack_module("nodes.schedule").FewStepSchedule, model=model, **{
+        "steps": 4, "spacing": "trailing", "timesteps": "", **options})
+    return sigmas
+
+
+def shifted(t: float, family: str) -> float:
+    """Each family's default shift in ComfyUI 0.3.64, written out: schnell none; Qwen-Image Flux's exponential
+    shift at μ = 1.15 (≈ shift 3.16); Lumina2 SD3's shift 6."""
+    if family == "flux_schnell":
+        return t
+    if family == "qwen_image":
+        return math.exp(1.15) / (math.exp(1.15) + 1 / t - 1)
+    return 6 * t / (1 + 5 * t)
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_flow_schedule_is_the_linspace_grid_through_the_models_shift(flow_models, family, steps):
+    sigmas = schedule(flow_models[family], steps=steps)
+    expected = [shifted(1 - k / steps, family) for k in range(steps)] + [0.0]
+    torch.testing.assert_close(sigmas, torch.tensor(expected, dtype=torch.float32), rtol=1e-6, atol=1e-6)
+    if family == "flux_schnell" and steps == 4:
+        assert sigmas.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0], "FLUX.1-schnell's 4 steps, unshifted"
+
+
+def test_lightning_shift_3_through_model_sampling_aura_flow(flow_models):
+    """Qwen-Image-Lightning was distilled at shift 3: patch the model with core ModelSamplingAuraFlow(3)."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingAuraFlow
+
+    (patched,) = ModelSamplingAuraFlow().patch_aura(flow_models["qwen_image"], 3.0)
+    sigmas = schedule(patched, steps=4)
+    expected = [3 * t / (1 + 2 * t) for t in (1.0, 0.75, 0.5, 0.25)] + [0.0]
+    torch.testing.assert_close(sigmas, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+    custom = schedule(patched, timesteps="1000, 500")
+    torch.testing.assert_close(custom, torch.tensor([1.0, 0.75, 0.0]), rtol=1e-6, atol=1e-6)
+
+
+def test_flow_schedule_refuses_lcm_spacing_bad_timesteps_and_other_families(flow_models):
+    import comfy.model_sampling
+
+    flux = flow_models["flux_schnell"]
+    with pytest.raises(ValueError, match="^spacing: 'lcm' is LCM's grid"):
+        schedule(flux, spacing="lcm")
+    with pytest.raises(ValueError, match=r"^timesteps: a flow model's timesteps lie in 1\.\.1000"):
+        schedule(flux, timesteps="999, 0")
+
+    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    def fake(kind: str):
+        model = type("FakeModel", (), {"model": type(kind, (), {})(),
+                                        "get_model_object": lambda self, name: FlowSampling()})
+        return model()
+
+    with pytest.raises(ValueError, match="^model: SD3 is a flow-matching model without a distilled few-step grid"):
+        schedule(fake("SD3"))
+    with pytest.raises(ValueError, match="^model: WAN21 is a video model"):
+        schedule(fake("WAN21"))
+
+
+def flow_latent(batch=1, h=8, w=8, seed=0):
+    z = torch.randn(batch, 16, h, w, generator=torch.Generator().manual_seed(seed))
+    mask = torch.zeros(batch, h * 8, w * 8)
+    mask[:, 16:48, 24:56] = 1
+    return z, mask
+
+
+def sample_flow(model, conds, latent, noise, sampler, sigmas):
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(conds, conds)
+    guider.set_cfg(1.0)
+    out, _ = SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, latent)
+    return out["samples"]
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+@pytest.mark.parametrize("hole_init", ["source", "noise"])
+def test_blended_sampler_and_re_blend_keep_the_known_latent_on_flow_models(flow_models, family, hole_init):
+    """x = (1 − σ)·x̂0 + σ·ε between steps; the known region of the result is the source latent."""
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    model = flow_models[family]
+    z, mask = flow_latent()
+    (noise,) = run_node(pack_module("nodes.noise").ReBlend, noise=Noise_RandomNoise(4), mask=mask, seed=9)
+    (sampler,) = run_node(pack_module("nodes.sampler").FewStepBlendedSampler, hole_init=hole_init)
+    out = sample_flow(model, tiny_flow_conditioning(family), {"samples": z, "noise_mask": mask}, noise, sampler,
+                      schedule(model))
+    if family == "qwen_image":  # Qwen-Image's latent (Wan's format) gains a time axis of 1 in sampling
+        assert out.shape == (1, 16, 1, 8, 8)
+        out = out[:, :, 0]
+    known = torch.nn.functional.interpolate(mask[:, None], size=z.shape[-2:], mode="bilinear") == 0
+    known = known.expand_as(z)
+    torch.testing.assert_close(out[known], z[known], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(out).all() and (out[~known] - z[~known]).abs().max() > 1e-3, "the hole is sampled"
+
+
+def test_flow_renoise_is_the_rectified_flow_interpolation(flow_models):
+    """Every model call sees x = (1 − σ_i)·x̂0 + σ_i·ε in the known region: the source's share is 1 − σ_i."""
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    from .support.recorders import InputRecorder
+
+    model = flow_models["flux_schnell"].clone()
+    recorder = InputRecorder()
+    model.set_model_unet_function_wrapper(recorder)
+    z, mask = flow_latent(seed=2)
+    (sampler,) = run_node(pack_module("nodes.sampler").FewStepBlendedSampler, hole_init="source")
+    sample_flow(model, tiny_flow_conditioning("flux_schnell"), {"samples": z, "noise_mask": mask},
+                Noise_RandomNoise(1), sampler, schedule(model))
+    z_in = model.model.process_latent_in(z)
+    known = (torch.nn.functional.interpolate(mask[:, None], size=z.shape[-2:], mode="bilinear") == 0).expand_as(z)
+    assert [round(float(s), 6) for s in recorder.sigmas] == [1.0, 0.75, 0.5, 0.25]
+    for x, sigma in zip(recorder.inputs[1:], recorder.sigmas[1:]):
+        eps = (x.cpu() - (1 - sigma) * z_in) / sigma  # what is left once the source's (1 − σ) share is removed
+        assert abs(float(eps[known].std()) - 1.0) < 0.15 and abs(float(eps[known].mean())) < 0.15
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+def test_crop_sample_stitch_and_exact_composite_on_flow_models(flow_models, family):
+    import nodes as comfy_nodes
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    from .test_comfy_crop_stitch import big_photo
+
+    model, vae = flow_models[family], tiny_flow_vae()
+    image = big_photo(150, 203)
+    mask = torch.zeros(1, 150, 203)
+    mask[0, 30:70, 120:190] = 1
+    crop_node = pack_module("nodes.crop_stitch")
+    crops, crop_masks, plan = run_node(crop_node.FewStepCrop, image=image, mask=mask, target_size="custom",
+                                       width=128, height=96, context_px=16)
+    (latent,) = comfy_nodes.VAEEncode().encode(vae, crops)
+    (latent,) = comfy_nodes.SetLatentNoiseMask().set_mask(latent, crop_masks)
+    (sampler,) = run_node(pack_module("nodes.sampler").FewStepBlendedSampler, hole_init="source")
+    samples = sample_flow(model, tiny_flow_conditioning(family), latent, Noise_RandomNoise(3), sampler,
+                          schedule(model, steps=2))
+    if samples.ndim == 5:  # Qwen-Image's time axis of 1: its Wan VAE takes it, the tiny TAESD stand-in does not
+        samples = samples[:, :, 0]
+    (decoded,) = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})
+    out, used = run_node(crop_node.FewStepStitch, stitch=plan, generated=decoded, grow=2, feather=2, color_match=1.0)
+    assert torch.equal(out[used == 0], image[used == 0]) and not torch.equal(out[mask > 0], image[mask > 0])
+    whole, whole_used = run_node(pack_module("nodes.composite").ExactComposite, original=crops, generated=decoded,
+                                 mask=crop_masks, grow=0, feather=0, color_match=0.0)
+    assert torch.equal(whole[whole_used == 0], crops[whole_used == 0])
