@@ -37,6 +37,7 @@ from core.blend import clear_hole, reblend_noise  # noqa: E402
 from core.composite import exact_composite  # noqa: E402
 from core.inverfill import black_out, blended_start, invert, sampler_noise_for_start  # noqa: E402
 from core.masks import mask_for_latent  # noqa: E402
+from core.prefill import prefill  # noqa: E402
 from core.rad import region_aware_denoise, sample_region_aware, sigma_maps  # noqa: E402
 from core.samplers import sample_fewstep_blended, seeded_noise_sampler, ve_renoise  # noqa: E402
 from core.schedules import trailing_timesteps  # noqa: E402
@@ -277,6 +278,17 @@ def fewstep_row(steps: int, hole_init: str = "source", known_noise: str = "fresh
         return sample_fewstep_blended(model, x, sigmas, {"seed": seed}, disable=True, source=source, mask=mask,
                                       noise_sampler=seeded_noise_sampler(x, seed),
                                       known_noise=noise if known_noise == "start" else None)
+
+    return run
+
+
+def prefill_row(steps: int, mode: str) -> Callable:
+    """FewStep Crop's ``prefill`` (core.prefill) on the image before it is encoded, then :func:`fewstep_row`."""
+    blended = fewstep_row(steps)
+
+    def run(world, source, pixel_mask, cond, uncond, seed, images):
+        filled = prefill(images.permute(0, 2, 3, 1), pixel_mask[:, 0], mode).permute(0, 3, 1, 2)
+        return blended(world, world.encode(filled), pixel_mask, cond, uncond, seed)
 
     return run
 
@@ -538,6 +550,9 @@ def all_rows() -> list[Row]:
                         fewstep_row(n, reblend=True)))
     rows.append(Row("fewstep_4_hole_noise", "FewStep Blended Sampler, hole_init noise", 4, 4,
                     fewstep_row(4, hole_init="noise")))
+    for n, mode in ((1, "blur"), (4, "blur"), (1, "neutral"), (4, "neutral")):
+        rows.append(Row(f"fewstep_{n}_prefill_{mode}", f"FewStep Blended Sampler after prefill {mode}", n, n,
+                        prefill_row(n, mode), needs_images=True))
     for n in (1, 2, 4):
         rows.append(Row(f"fewstep_{n}_known_start", "FewStep Blended Sampler, known_noise start", n, n,
                         fewstep_row(n, known_noise="start")))

@@ -240,6 +240,17 @@ def test_measured_ordering_of_blended_sampler_and_core_blend_is_pinned(ci_rows):
         assert m["hole_psnr_db"] >= 20.5 and m["seam_score"] <= 5.0
 
 
+def test_prefill_blur_row_is_pinned(world):
+    """Measured 2026-12-04 on these 12 cases (all 48: README, 'What holds at this scale'): FewStep Crop's prefill
+    blur before the 4-step blended sampler, hole PSNR 22.01 dB, seam 4.296 (fewstep_4 21.81 / 4.315). Pinned: the
+    known pixels exact, within 1 dB of the blended sampler, and above the floor a broken fill would miss."""
+    rows = {r.name: r for r in quality.all_rows()}
+    results, _ = quality.run_rows(world, quality.materialise(CI_CASES), [rows["fewstep_4_prefill_blur"]])
+    m = results[0]["metrics"]
+    assert m["known_max_abs_after"] == 0.0
+    assert abs(m["hole_psnr_db"] - 21.81) <= 1.0 and m["hole_psnr_db"] >= 20.5 and m["seam_score"] <= 5.0
+
+
 def test_student_agreement_does_not_regress(world):
     """A pin below the unmet target: measured 0.487 on these 32 captions (0.438 on the report's 256)."""
     items = [scene.scene(scene.seed_of("test", 700 + i)) for i in range(32)]
