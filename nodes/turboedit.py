@@ -132,8 +132,11 @@ class IterativeInverter(io.ComfyNode):
     def execute(cls, model, conditioning, steps: int, method: str, seed: int, latent=None, image=None, vae=None,
                 encoder=None, sigmas=None) -> io.NodeOutput:
         from .comfy_turboedit import run_inversion
-        from .schedule import discrete_sigma_table, schedule_timesteps
+        from .schedule import discrete_sigma_table, is_flow, schedule_timesteps
 
+        if is_flow(model.get_model_object("model_sampling")):
+            raise ValueError("model: TurboEdit's inversion runs on discrete-time (ε/v-prediction) few-step models; "
+                             "flow-matching models (Flux, Qwen-Image, Lumina2) are not supported by it yet")
         if latent is not None:
             samples = latent["samples"]
         elif image is not None and vae is not None:

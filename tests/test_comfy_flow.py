@@ -180,3 +180,13 @@ def test_crop_sample_stitch_and_exact_composite_on_flow_models(flow_models, fami
     whole, whole_used = run_node(pack_module("nodes.composite").ExactComposite, original=crops, generated=decoded,
                                  mask=crop_masks, grow=0, feather=0, color_match=0.0)
     assert torch.equal(whole[whole_used == 0], crops[whole_used == 0])
+
+
+def test_turboedit_inversion_refuses_flow_models_naming_model(flow_models):
+    """Not yet for flow models (README, 'Which base models work'): a clear error instead of VE maths on a flow."""
+    z, _ = flow_latent()
+    model = flow_models["flux_schnell"]
+    with pytest.raises(ValueError, match="^model: TurboEdit's inversion runs on discrete-time"):
+        run_node(pack_module("nodes.turboedit").IterativeInverter, model=model,
+                 conditioning=tiny_flow_conditioning("flux_schnell"), steps=4, method="exact", seed=0,
+                 latent={"samples": z}, sigmas=schedule(model))
