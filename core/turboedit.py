@@ -1,7 +1,8 @@
 """TurboEdit (Wu et al., ECCV 2024) on a few-step x0-predicting sampler: inversion and edit replay.
 
 The few-step sampler (DMD2/LCM loop, VE form): x̂0_k = G(x_k, σ_k); x_{k+1} = x̂0_k + σ_{k+1}·ε_{k+1};
-the output is the last x̂0. An *inversion* is the set of noises {ε_k} (plus a residual δ added to
+the output is the last x̂0 (flow models: x_{k+1} = (1 − σ_{k+1})·x̂0_k + σ_{k+1}·ε_{k+1}, ``flow_renoise``). An
+*inversion* is the set of noises {ε_k} (plus a residual δ added to
 the output) that makes this loop reproduce a given latent; an *edit* replays the same noises with
 another prompt, keeping x̂0 equal to the source trajectory outside a mask (docs/methods.md §4).
 
@@ -20,8 +21,19 @@ import torch
 from tqdm.auto import trange
 
 from .blend import blend_known
+from .samplers import Renoise, ve_renoise
 
 EncoderFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def flow_renoise(sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The rectified-flow state at σ: x = (1 − σ)·x0 + σ·ε (Liu et al. 2023; ComfyUI's CONST noise_scaling)."""
+    return (1 - sigma) * x0 + sigma * noise
+
+
+def solve_noise(renoise: Renoise, sigma: torch.Tensor, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The ε with renoise(σ, ε, x0) = x; ε's coefficient is σ both in VE form (x0 + σ·ε) and in rectified flow."""
+    return (x - renoise(sigma, torch.zeros_like(x), x0)) / sigma
 
 
 @dataclass
@@ -38,6 +50,7 @@ class Trajectory:
     x0s: list[torch.Tensor] = field(default_factory=list)
     residual: Optional[torch.Tensor] = None
     source: Optional[torch.Tensor] = None
+    renoise: Renoise = ve_renoise  # how a step re-noises x̂0 (VE form, or flow_renoise for flow models)
 
     @property
     def steps(self) -> int:
@@ -48,7 +61,7 @@ class Trajectory:
             return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
 
         return Trajectory(self.sigmas.to(device), move(self.start), [move(n) for n in self.noises],
-                          [move(x) for x in self.x0s], move(self.residual), move(self.source))
+                          [move(x) for x in self.x0s], move(self.residual), move(self.source), self.renoise)
 
 
 def _check_sigmas(sigmas: torch.Tensor) -> None:
@@ -59,8 +72,9 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
 @torch.no_grad()
 def invert_exact(model, source: torch.Tensor, sigmas: torch.Tensor, extra_args: Optional[dict] = None,
                  *, generator: Optional[torch.Generator] = None, disable: Optional[bool] = None,
-                 callback=None) -> Trajectory:
-    """Edit-friendly exact inversion: states x_k = z + σ_k·ñ_k, noises solved from the sampler's update."""
+                 callback=None, renoise: Renoise = ve_renoise) -> Trajectory:
+    """Edit-friendly exact inversion: states x_k = renoise(σ_k, ñ_k, z) (z + σ_k·ñ_k in VE form, (1 − σ_k)·z +
+    σ_k·ñ_k for flow models), noises solved from the sampler's update."""
     _check_sigmas(sigmas)
     extra_args = {} if extra_args is None else extra_args
     generator = generator or torch.Generator(device="cpu").manual_seed(int(extra_args.get("seed") or 0))
@@ -69,15 +83,15 @@ def invert_exact(model, source: torch.Tensor, sigmas: torch.Tensor, extra_args: 
         return torch.randn(source.shape, generator=generator, dtype=torch.float32).to(source)
 
     s_in = source.new_ones([source.shape[0]])
-    states = [source + sigmas[k] * fresh() for k in range(len(sigmas) - 1)]
-    traj = Trajectory(sigmas, states[0], [torch.zeros_like(source)])
+    states = [renoise(sigmas[k], fresh(), source) for k in range(len(sigmas) - 1)]
+    traj = Trajectory(sigmas, states[0], [torch.zeros_like(source)], renoise=renoise)
     for k in trange(len(sigmas) - 1, disable=disable):
         x0 = model(states[k], sigmas[k] * s_in, **extra_args)
         traj.x0s.append(x0)
         if callback is not None:
             callback({"x": states[k], "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0})
         if k + 1 < len(states):
-            traj.noises.append((states[k + 1] - x0) / sigmas[k + 1])
+            traj.noises.append(solve_noise(renoise, sigmas[k + 1], states[k + 1], x0))
     traj.residual = source - traj.x0s[-1]
     traj.source = source
     return traj
@@ -142,7 +156,7 @@ def sample_replay(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Opti
         if callback is not None:
             callback({"x": x, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0})
         if k + 1 < len(sigmas) - 1:
-            x = x0 + sigmas[k + 1] * traj.noises[k + 1]
+            x = traj.renoise(sigmas[k + 1], traj.noises[k + 1], x0)
     if mask is None:
         return x0 + traj.residual
     # The last step blends with the source itself, not its reconstruction x̂0_{N−1}: with the exact inversion

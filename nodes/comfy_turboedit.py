@@ -22,6 +22,7 @@ from ..core.turboedit import Trajectory, encoder_step, invert_exact, invert_with
 from ._api import INVERSION_METHODS, LOCAL_MASKS, check_option
 from .comfy_networks import UNetNetwork, build_unet_network, first_conditioning, model_family
 from .comfy_sampler import k_diffusion_callback
+from .schedule import is_flow
 
 
 @dataclass
@@ -81,6 +82,17 @@ def build_encoder(model, state_dict: dict, metadata: dict, name: str) -> TurboEd
                                                channels_in=2 * channels, channels_out=2 * channels))
 
 
+def model_renoise(model_wrap):
+    """The model's own re-noise x = noise_scaling(σ, ε, x̂0): VE form for ε/v models, (1 − σ)·x̂0 + σ·ε for flow."""
+    sampling = model_wrap.inner_model.model_sampling
+    return lambda sigma, eps, x0: sampling.noise_scaling(sigma, eps, x0)
+
+
+def image_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """A (B,1,h,w) latent mask shaped for ``latent``: (B,1,1,h,w) for a latent with a time axis of 1 (Qwen-Image)."""
+    return mask[:, :, None] if latent.ndim == 5 else mask
+
+
 class InvertingSampler(comfy.samplers.Sampler):
     """Runs an inversion inside ComfyUI's sampling and keeps the trajectory (returns the reconstruction)."""
 
@@ -93,7 +105,7 @@ class InvertingSampler(comfy.samplers.Sampler):
         if self.method == "exact":
             generator = torch.Generator(device="cpu").manual_seed(self.seed % 2**64)
             traj = invert_exact(model_wrap, latent_image, sigmas, extra_args, generator=generator,
-                                disable=disable_pbar, callback=k_callback)
+                                disable=disable_pbar, callback=k_callback, renoise=model_renoise(model_wrap))
         else:
             traj = invert_with_encoder(model_wrap, self.encode, latent_image, sigmas, extra_args,
                                        disable=disable_pbar, callback=k_callback)
@@ -106,6 +118,7 @@ def run_inversion(model, latent: torch.Tensor, positive, sigmas: torch.Tensor, m
     """(INVERSION, reconstruction LATENT samples) of a raw latent under the source conditioning."""
     check_option("method", method, INVERSION_METHODS)
     check_finite(latent, "latent")
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)  # as SamplerCustomAdvanced shapes the edit's
     encode = None
     if method == "encoder":
         if encoder is None:
@@ -168,9 +181,13 @@ class EditSampler(comfy.samplers.Sampler):
         if self.local_mask != "off":
             if self.mask is not None:
                 mask = soften_local_mask(mask_for_latent(self.mask, latent_image.shape, "mask"), self.blur)
-                mask = mask.to(latent_image)
+                mask = image_mask(mask, latent_image).to(latent_image)
             elif denoise_mask is not None:
-                mask = soften_local_mask(denoise_mask[:, :1].float(), self.blur).to(latent_image)
+                flat = denoise_mask[:, :1, 0] if denoise_mask.ndim == 5 else denoise_mask[:, :1]
+                mask = image_mask(soften_local_mask(flat.float(), self.blur), latent_image).to(latent_image)
+            elif self.tokens and self.tokens.get("target") and is_flow(model_wrap.inner_model.model_sampling):
+                raise ValueError("local_mask: the automatic mask reads a UNet's cross-attention; on a flow model "
+                                 "connect a mask (or the LATENT's noise mask), or set local_mask to off")
             elif self.tokens and self.tokens.get("target"):
                 extra_args, mask_at = self._attention_mask(extra_args, latent_image)
             elif self.tokens:

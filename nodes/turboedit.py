@@ -132,18 +132,21 @@ class IterativeInverter(io.ComfyNode):
     def execute(cls, model, conditioning, steps: int, method: str, seed: int, latent=None, image=None, vae=None,
                 encoder=None, sigmas=None) -> io.NodeOutput:
         from .comfy_turboedit import run_inversion
-        from .schedule import discrete_sigma_table, is_flow, schedule_timesteps
+        from .schedule import discrete_sigma_table, flow_schedule, is_flow, schedule_timesteps
 
-        if is_flow(model.get_model_object("model_sampling")):
-            raise ValueError("model: TurboEdit's inversion runs on discrete-time (ε/v-prediction) few-step models; "
-                             "flow-matching models (Flux, Qwen-Image, Lumina2) are not supported by it yet")
+        flow = is_flow(model.get_model_object("model_sampling"))
+        if flow and method == "encoder":
+            raise ValueError("method: the TurboEdit encoder is a UNet (ε/v models); on a flow model (Flux, "
+                             "Qwen-Image, Lumina2) use method exact")
         if latent is not None:
             samples = latent["samples"]
         elif image is not None and vae is not None:
             samples = vae.encode(image[..., :3])
         else:
             raise ValueError("Iterative Inverter: connect latent, or image and vae")
-        if sigmas is None:
+        if sigmas is None and flow:
+            sigmas = flow_schedule(model, steps, "trailing", "")
+        elif sigmas is None:
             from ..core.schedules import fewstep_sigmas
 
             table = discrete_sigma_table(model)

@@ -182,11 +182,51 @@ def test_crop_sample_stitch_and_exact_composite_on_flow_models(flow_models, fami
     assert torch.equal(whole[whole_used == 0], crops[whole_used == 0])
 
 
-def test_turboedit_inversion_refuses_flow_models_naming_model(flow_models):
-    """Not yet for flow models (README, 'Which base models work'): a clear error instead of VE maths on a flow."""
-    z, _ = flow_latent()
+def edit_flow(model, conds, sampler, sigmas, latent):
+    from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise
+
+    return sample_flow(model, conds, latent, Noise_EmptyNoise(), sampler, sigmas)
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+def test_turboedit_exact_inversion_and_replay_on_flow_models(flow_models, family):
+    """States (1 − σ_k)·z + σ_k·ñ_k, each step's noise solved from the flow update: replaying with the source
+    conditioning gives the latent back to ≤ 1e-4; with another conditioning and a MASK the outside stays the source."""
+    turboedit = pack_module("nodes.turboedit")
+    model = flow_models[family]
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(5))
+    source, target = tiny_flow_conditioning(family, seed=1), tiny_flow_conditioning(family, seed=2)
+    inversion, recon, sigmas, latent = turboedit.IterativeInverter.execute(
+        model=model, conditioning=source, steps=4, method="exact", seed=3, latent={"samples": z}).result
+    assert sigmas.tolist() == schedule(model).tolist(), "the flow grid through the model's shift"
+    flat = (lambda t: t[:, :, 0]) if family == "qwen_image" else (lambda t: t)
+    assert rel(flat(recon["samples"]), z) <= 1e-4
+    replay = turboedit.TurboEditSampler.execute(inversion=inversion, local_mask="off").result[0]
+    assert rel(flat(edit_flow(model, source, replay, sigmas, latent)), z) <= 1e-4
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1
+    masked = turboedit.TurboEditSampler.execute(inversion=inversion, mask=mask, blur=0).result[0]
+    out = flat(edit_flow(model, target, masked, sigmas, latent))
+    m = torch.nn.functional.interpolate(mask[:, None], size=(8, 8), mode="bilinear").expand_as(z)
+    torch.testing.assert_close(out[m == 0], z[m == 0], rtol=1e-5, atol=1e-5)
+    assert rel(out[m == 1], z[m == 1]) > 1e-3, "the other conditioning changes the inside"
+
+
+def test_turboedit_on_flow_models_names_what_is_not_supported_yet(flow_models):
+    turboedit = pack_module("nodes.turboedit")
     model = flow_models["flux_schnell"]
-    with pytest.raises(ValueError, match="^model: TurboEdit's inversion runs on discrete-time"):
-        run_node(pack_module("nodes.turboedit").IterativeInverter, model=model,
-                 conditioning=tiny_flow_conditioning("flux_schnell"), steps=4, method="exact", seed=0,
-                 latent={"samples": z}, sigmas=schedule(model))
+    z, _ = flow_latent()
+    conds = tiny_flow_conditioning("flux_schnell")
+    with pytest.raises(ValueError, match="^method: the TurboEdit encoder is a UNet"):
+        turboedit.IterativeInverter.execute(model=model, conditioning=conds, steps=4, method="encoder", seed=0,
+                                            latent={"samples": z})
+    inversion, _, sigmas, latent = turboedit.IterativeInverter.execute(
+        model=model, conditioning=conds, steps=4, method="exact", seed=0, latent={"samples": z}).result
+    auto = turboedit.TurboEditSampler.execute(inversion=inversion, tokens={"source": [1], "target": [1]},
+                                              local_mask="auto").result[0]
+    with pytest.raises(ValueError, match="^local_mask: the automatic mask reads a UNet's cross-attention"):
+        edit_flow(model, conds, auto, sigmas, latent)

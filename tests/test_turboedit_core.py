@@ -6,7 +6,15 @@ from core.attention_mask import edit_mask, to_spatial, token_attention
 from core.caption_edit import CaptionEditError, apply_edit, changed_token_positions, parse_edit
 from core.denoiser import EpsDenoiser
 from core.schedules import fewstep_sigmas, trailing_timesteps
-from core.turboedit import gaussian_kl, invert_exact, invert_with_encoder, reparameterise, sample_replay
+from core.turboedit import (
+    flow_renoise,
+    gaussian_kl,
+    invert_exact,
+    invert_with_encoder,
+    reparameterise,
+    sample_replay,
+    solve_noise,
+)
 
 from .support.tiny_models import astronaut, encode, tiny_unet, tiny_vae, unet_eps_fn
 
@@ -35,6 +43,26 @@ def test_exact_inversion_replays_the_input(setup):
     out = sample_replay(setup["source"], torch.zeros_like(setup["z"]), setup["sigmas"], {}, disable=True,
                         trajectory=traj)
     assert rel_err(out, setup["z"]) <= 1e-4
+
+
+def test_exact_inversion_of_a_flow_model_replays_the_input():
+    """Flow form: states (1 − σ_k)·z + σ_k·ñ_k, noises solved from x_{k+1} = (1 − σ)·x̂0 + σ·ε; the replay reuses the
+    trajectory's own re-noise and gives z back (a toy velocity model: x̂0 = x − σ·v, v = tanh of a fixed map)."""
+    weight = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) / 2
+
+    def flow_model(x, sigma, **_):
+        v = torch.tanh(torch.einsum("ij,bjhw->bihw", weight, x))
+        return x - sigma.view(-1, 1, 1, 1) * v
+
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+    traj = invert_exact(flow_model, z, sigmas, {"seed": 2}, disable=True, renoise=flow_renoise)
+    assert traj.renoise is flow_renoise and traj.to("cpu").renoise is flow_renoise
+    out = sample_replay(flow_model, torch.zeros_like(z), sigmas, disable=True, trajectory=traj.to("cpu"))
+    assert rel_err(out, z) <= 1e-4
+    x0, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(solve_noise(flow_renoise, torch.tensor(0.3), flow_renoise(torch.tensor(0.3), eps, x0),
+                                           x0), eps, rtol=1e-5, atol=1e-5)
 
 
 def test_edit_changes_only_inside_the_mask(setup):
