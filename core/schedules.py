@@ -61,8 +61,8 @@ def lcm_timesteps(
     return [origin[(i * original_steps) // steps] for i in range(steps)]
 
 
-def parse_timesteps(text: str, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
-    """Parse a user list such as "999, 749, 499, 249" into strictly decreasing integer timesteps."""
+def _decreasing_integers(text: str, low: int, high: int, where: str) -> list[int]:
+    """A user's "999, 749, 499" (commas, semicolons or spaces) as strictly decreasing integers in low..high."""
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
     try:
         values = [int(p) for p in parts]
@@ -70,11 +70,16 @@ def parse_timesteps(text: str, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -
         raise ValueError(f"timesteps: {text!r} is not a comma-separated list of integers") from err
     if not values:
         raise ValueError("timesteps: the list is empty")
-    if any(t < 0 or t >= num_train_timesteps for t in values):
-        raise ValueError(f"timesteps: every value must lie in 0..{num_train_timesteps - 1}, got {values}")
+    if any(t < low or t > high for t in values):
+        raise ValueError(f"timesteps: {where} {low}..{high}, got {values}")
     if any(a <= b for a, b in zip(values, values[1:])):
         raise ValueError(f"timesteps: values must be strictly decreasing, got {values}")
     return values
+
+
+def parse_timesteps(text: str, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
+    """Parse a user list such as "999, 749, 499, 249" into strictly decreasing integer timesteps."""
+    return _decreasing_integers(text, 0, num_train_timesteps - 1, "every value must lie in")
 
 
 def fewstep_sigmas(timesteps: list[int], sigma_table: torch.Tensor) -> torch.Tensor:
@@ -113,17 +118,7 @@ def flow_grid(steps: int) -> list[float]:
 
 def parse_flow_timesteps(text: str) -> list[float]:
     """A user list of flow timesteps, "1000, 750, 500, 250" (t × 1000, as diffusers prints them), as times t."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError as err:
-        raise ValueError(f"timesteps: {text!r} is not a comma-separated list of integers") from err
-    if not values:
-        raise ValueError("timesteps: the list is empty")
-    if any(t < 1 or t > FLOW_TIMESTEPS for t in values):
-        raise ValueError(f"timesteps: a flow model's timesteps lie in 1..{FLOW_TIMESTEPS} (t × 1000), got {values}")
-    if any(a <= b for a, b in zip(values, values[1:])):
-        raise ValueError(f"timesteps: values must be strictly decreasing, got {values}")
+    values = _decreasing_integers(text, 1, FLOW_TIMESTEPS, "a flow model's timesteps (t × 1000) lie in")
     return [t / FLOW_TIMESTEPS for t in values]
 
 

@@ -76,7 +76,7 @@ def test_flow_schedule_refuses_lcm_spacing_bad_timesteps_and_other_families(flow
     flux = flow_models["flux_schnell"]
     with pytest.raises(ValueError, match="^spacing: 'lcm' is LCM's grid"):
         schedule(flux, spacing="lcm")
-    with pytest.raises(ValueError, match=r"^timesteps: a flow model's timesteps lie in 1\.\.1000"):
+    with pytest.raises(ValueError, match=r"^timesteps: a flow model's timesteps \(t × 1000\) lie in 1\.\.1000"):
         schedule(flux, timesteps="999, 0")
 
     class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):

@@ -227,16 +227,23 @@ def test_bad_widget_value_is_refused_by_validation(server):
     assert server.alive()
 
 
+def with_other_aspect_mask(prompt: dict, new_ids: tuple[str, str], target: str) -> dict:
+    """``prompt`` with node ``target``'s mask replaced by a 64×200 one made from the image (ImageScale → ImageToMask,
+    as nodes ``new_ids``): a mask of another aspect ratio than the 203×150 picture."""
+    scale, to_mask = new_ids
+    prompt[scale] = {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact",
+                                                             "width": 64, "height": 200, "crop": "disabled"}}
+    prompt[to_mask] = {"class_type": "ImageToMask", "inputs": {"image": [scale, 0], "channel": "red"}}
+    prompt[target]["inputs"]["mask"] = [to_mask, 0]
+    return prompt
+
+
 def test_bad_input_gives_a_named_error_and_the_server_survives(server):
     rgba_input(server, "bad2.png", hole_alpha("box"))
     entry = server.run(example_prompt("bad2.png", {("10", "timesteps"): "999, oops"}))
     assert entry["status"]["status_str"] == "error"
     assert "timesteps: '999, oops' is not a comma-separated list of integers" in error_message(entry)
-    prompt = example_prompt("bad2.png")
-    prompt["15"] = {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact",
-                                                            "width": 64, "height": 200, "crop": "disabled"}}
-    prompt["16"] = {"class_type": "ImageToMask", "inputs": {"image": ["15", 0], "channel": "red"}}
-    prompt["13"]["inputs"]["mask"] = ["16", 0]
+    prompt = with_other_aspect_mask(example_prompt("bad2.png"), ("15", "16"), "13")
     entry = server.run(prompt)
     assert entry["status"]["status_str"] == "error"
     assert "mask: 64×200 px (8:25) does not match the image's 203×150 px (1.35:1)" \
@@ -279,11 +286,7 @@ def test_big_photo_with_an_empty_mask_samples_nothing(server):
 
 def test_big_photo_bad_mask_is_named_and_the_server_survives(server):
     rgba_input(server, "bigbad.png", hole_alpha("box"))
-    prompt = example_prompt("bigbad.png", example=BIG)
-    prompt["30"] = {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact",
-                                                            "width": 64, "height": 200, "crop": "disabled"}}
-    prompt["31"] = {"class_type": "ImageToMask", "inputs": {"image": ["30", 0], "channel": "red"}}
-    prompt["20"]["inputs"]["mask"] = ["31", 0]
+    prompt = with_other_aspect_mask(example_prompt("bigbad.png", example=BIG), ("30", "31"), "20")
     entry = server.run(prompt)
     assert entry["status"]["status_str"] == "error"
     assert "mask: 64×200 px (8:25) does not match the image's 203×150 px (1.35:1)" in error_message(entry)
