@@ -1,4 +1,5 @@
-"""Local edit masks from cross-attention to the changed tokens (TurboEdit Sec. 3.3; P2P-style maps)."""
+"""Local edit masks from attention to the changed tokens (TurboEdit Sec. 3.3; P2P-style maps): a UNet's
+cross-attention, or the image-to-text part of a DiT's joint attention."""
 from __future__ import annotations
 
 import math
@@ -10,16 +11,32 @@ from .masks import gaussian_blur
 
 
 def token_attention(q: torch.Tensor, k: torch.Tensor, heads: int, tokens: list[int]) -> torch.Tensor:
-    """Mean over heads of softmax(q·kᵀ/√d) restricted to ``tokens``: (B, N) from q (B,N,H·d), k (B,T,H·d)."""
+    """Mean over heads of softmax(q·kᵀ/√d) restricted to ``tokens``: (B, N) from q (B,N,H·d), k (B,T,H·d).
+
+    One head at a time, so a DiT's joint attention (T = text + image tokens) never holds all heads' N×T scores."""
     b, n, inner = q.shape
     d = inner // heads
-    qh = q.reshape(b, n, heads, d).transpose(1, 2).float()
-    kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
-    probs = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d), dim=-1)  # (B,H,N,T)
     valid = [t for t in tokens if t < k.shape[1]]
+    total = q.new_zeros(b, n, dtype=torch.float32)
     if not valid:
-        return q.new_zeros(b, n, dtype=torch.float32)
-    return probs[..., valid].sum(-1).mean(1)
+        return total
+    qh = q.reshape(b, n, heads, d).float()
+    kh = k.reshape(b, k.shape[1], heads, d).float()
+    for h in range(heads):
+        scores = qh[:, :, h] @ kh[:, :, h].transpose(-1, -2) / math.sqrt(d)  # (B,N,T)
+        total += (scores[..., valid] - scores.logsumexp(-1, keepdim=True)).exp().sum(-1)
+    return total / heads
+
+
+def joint_token_attention(q: torch.Tensor, k: torch.Tensor, heads: int, tokens: list[int], text_len: int,
+                          image_len: int, *, heads_first: bool) -> torch.Tensor:
+    """(B, image_len) attention of the image queries to text ``tokens`` in a DiT's joint attention over the sequence
+    [text (text_len) ; image (image_len) ; …] (Flux, Qwen-Image, Lumina2 put the text first): the softmax runs over
+    every key, text and image, as the model's own does. q, k: (B,H,L,d) if ``heads_first`` else (B,L,H·d)."""
+    if heads_first:
+        q, k = q.transpose(1, 2).flatten(2), k.transpose(1, 2).flatten(2)
+    end = text_len + image_len
+    return token_attention(q[:, text_len:end], k[:, :end], heads, [t for t in tokens if t < text_len])
 
 
 def to_spatial(values: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
@@ -51,7 +68,7 @@ def edit_mask(maps: list[torch.Tensor], latent_hw: tuple[int, int], *, threshold
               blur: int | None = None) -> torch.Tensor:
     """Average attention maps, normalise to [0, 1] per sample, threshold, Gaussian-blur (≈ 1/16 of the side)."""
     if not maps:
-        raise ValueError("no cross-attention was recorded for the changed tokens")
+        raise ValueError("no attention to the changed tokens was recorded")
     mean = torch.stack([to_spatial(m, latent_hw) for m in maps]).mean(0)
     lo = mean.flatten(1).min(1).values.view(-1, 1, 1, 1)
     hi = mean.flatten(1).max(1).values.view(-1, 1, 1, 1)

@@ -108,3 +108,10 @@ def changed_token_positions(source_ids: list[int], target_ids: list[int]) -> tup
             src += list(range(i1, i2))
             tgt += list(range(j1, j2))
     return src, tgt
+
+
+def conditioning_positions(positions: list[int], token_count: int, conditioning_length: int) -> list[int]:
+    """Token positions → positions in the encoded conditioning. An encoder that returns fewer positions than it was
+    given tokens dropped a prefix (Qwen-Image drops its chat template): positions shift by what was dropped."""
+    offset = max(0, token_count - conditioning_length)
+    return [p - offset for p in positions if p >= offset]

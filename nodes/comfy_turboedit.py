@@ -15,7 +15,8 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..core.attention_mask import edit_mask, soften_local_mask, token_attention
+from ..core.attention_mask import edit_mask, joint_token_attention, soften_local_mask, token_attention
+from ..core.caption_edit import conditioning_positions
 from ..core.masks import check_finite, mask_for_latent
 from ..core.schedules import parse_timesteps
 from ..core.turboedit import Trajectory, encoder_step, invert_exact, invert_with_encoder, sample_replay
@@ -136,22 +137,44 @@ def run_inversion(model, latent: torch.Tensor, positive, sigmas: torch.Tensor, m
     return inversion, recon
 
 
-class AttentionRecorder:
-    """``optimized_attention_override``: records cond-branch cross-attention to the changed tokens."""
+TEXT_LENGTHS = "fewstep_text_lengths"  # transformer_options key: each batch row's text length in a DiT's joint sequence
 
-    def __init__(self, tokens: list[int], previous=None):
-        self.tokens, self.maps, self.active = tokens, [], True
+
+class AttentionRecorder:
+    """``optimized_attention_override``: records the cond rows' attention to the changed tokens.
+
+    UNets: cross-attention (keys = the caption). DiTs (Flux, Qwen-Image, Lumina2): joint attention over
+    [text ; image], found by its length (each row's text length, put in ``transformer_options`` by
+    ``text_length_wrapper``, plus ``image_len``); the image queries' attention to the tokens is kept."""
+
+    def __init__(self, tokens: list[int], previous=None, image_len: int | None = None):
+        self.tokens, self.maps, self.active, self.image_len = tokens, [], True, image_len
         self.previous = previous  # an override already set (e.g. newer ComfyUI's attention-backend node): chained
 
     def __call__(self, func, *args, **kwargs):
-        if self.active and len(args) >= 4 and not kwargs.get("skip_reshape", False):
+        if self.active and len(args) >= 4:
             q, k, _, heads = args[:4]
-            if q.ndim == 3 and k.ndim == 3 and k.shape[1] != q.shape[1]:
-                rows = self._cond_rows(q.shape[0], kwargs.get("transformer_options") or {})
+            options = kwargs.get("transformer_options") or {}
+            if self.image_len is not None and TEXT_LENGTHS in options:
+                self._record_joint(q, k, heads, options, kwargs.get("skip_reshape", False))
+            elif (self.image_len is None and not kwargs.get("skip_reshape", False) and q.ndim == 3 and k.ndim == 3
+                  and k.shape[1] != q.shape[1]):
+                rows = self._cond_rows(q.shape[0], options)
                 self.maps.append(token_attention(q[rows], k[rows], heads, self.tokens).cpu())
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)
+
+    def _record_joint(self, q, k, heads: int, options: dict, heads_first: bool) -> None:
+        lengths = options[TEXT_LENGTHS]
+        seq = q.shape[2] if heads_first else q.shape[1]
+        if k.shape[-2 if heads_first else 1] != seq or seq != max(lengths) + self.image_len:
+            return  # not the joint attention (a text or image refiner, or extra reference tokens)
+        rows = self._cond_rows(q.shape[0], options)
+        rows = range(q.shape[0])[rows] if isinstance(rows, slice) else rows
+        self.maps.append(torch.cat([joint_token_attention(q[r:r + 1], k[r:r + 1], heads, self.tokens, lengths[r],
+                                                          self.image_len, heads_first=heads_first).cpu()
+                                    for r in rows]))
 
     @staticmethod
     def _cond_rows(batch: int, transformer_options: dict) -> slice | list[int]:
@@ -159,6 +182,41 @@ class AttentionRecorder:
         per = batch // len(order)
         rows = [i for j, kind in enumerate(order) if kind == 0 for i in range(j * per, (j + 1) * per)]
         return rows or slice(None)
+
+
+def joint_text_lengths(c: dict) -> list[int]:
+    """Each batch row's text length in a DiT's joint sequence: the caption's tokens (Flux, Qwen-Image); Lumina2 keeps
+    only the unmasked ones (its ``num_tokens`` / ``attention_mask``)."""
+    context = c["c_crossattn"]
+    batch, length = context.shape[0], context.shape[1]
+    if "num_tokens" in c:
+        mask = c.get("attention_mask")
+        if mask is not None:
+            return [int(n) for n in mask.reshape(batch, -1).sum(1)]
+        return [int(c["num_tokens"])] * batch
+    return [length] * batch
+
+
+def text_length_wrapper(previous=None):
+    """``model_function_wrapper`` that puts each call's text lengths in ``transformer_options`` for the recorder
+    (chains a wrapper already set)."""
+
+    def wrapper(apply_model, args):
+        c = dict(args["c"])
+        c["transformer_options"] = {**c.get("transformer_options", {}), TEXT_LENGTHS: joint_text_lengths(c)}
+        args = {**args, "c": c}
+        if previous is not None:
+            return previous(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **c)
+
+    return wrapper
+
+
+def image_token_count(diffusion_model, latent: torch.Tensor) -> int:
+    """Image tokens of a patchified DiT for ``latent``: ⌈h/p⌉·⌈w/p⌉ (the model pads to its patch size)."""
+    patch = int(getattr(diffusion_model, "patch_size", 2))
+    h, w = latent.shape[-2:]
+    return -(-h // patch) * -(-w // patch)
 
 
 class EditSampler(comfy.samplers.Sampler):
@@ -185,11 +243,8 @@ class EditSampler(comfy.samplers.Sampler):
             elif denoise_mask is not None:
                 flat = denoise_mask[:, :1, 0] if denoise_mask.ndim == 5 else denoise_mask[:, :1]
                 mask = image_mask(soften_local_mask(flat.float(), self.blur), latent_image).to(latent_image)
-            elif self.tokens and self.tokens.get("target") and is_flow(model_wrap.inner_model.model_sampling):
-                raise ValueError("local_mask: the automatic mask reads a UNet's cross-attention; on a flow model "
-                                 "connect a mask (or the LATENT's noise mask), or set local_mask to off")
             elif self.tokens and self.tokens.get("target"):
-                extra_args, mask_at = self._attention_mask(extra_args, latent_image)
+                extra_args, mask_at = self._attention_mask(extra_args, latent_image, model_wrap.inner_model)
             elif self.tokens:
                 logging.warning("TurboEdit Sampler: the edit only deletes words, so no edited token can place the "
                                 "local mask; editing the whole image (connect a mask to localise a deletion)")
@@ -197,11 +252,15 @@ class EditSampler(comfy.samplers.Sampler):
         return sample_replay(model_wrap, latent_image, sigmas, extra_args, k_callback, disable_pbar,
                              trajectory=self.inversion.trajectory, mask=mask, mask_at=mask_at)
 
-    def _attention_mask(self, extra_args: dict, latent: torch.Tensor):
+    def _attention_mask(self, extra_args: dict, latent: torch.Tensor, base_model):
         options = comfy.model_patcher.create_model_options_clone(extra_args.get("model_options", {}))
         transformer_options = options.setdefault("transformer_options", {})
+        image_len = None
+        if is_flow(base_model.model_sampling):  # a DiT: the mask comes from its joint attention
+            image_len = image_token_count(base_model.diffusion_model, latent)
+            options["model_function_wrapper"] = text_length_wrapper(options.get("model_function_wrapper"))
         recorder = AttentionRecorder(list(self.tokens["target"]),
-                                     transformer_options.get("optimized_attention_override"))
+                                     transformer_options.get("optimized_attention_override"), image_len)
         transformer_options["optimized_attention_override"] = recorder
 
         def mask_at(step: int, x0: torch.Tensor) -> torch.Tensor:
@@ -212,20 +271,47 @@ class EditSampler(comfy.samplers.Sampler):
         return {**extra_args, "model_options": options}, mask_at
 
 
-def caption_tokens(clip, text: str) -> tuple[dict, list, list[int]]:
-    """(ComfyUI token dict, the caption's real tokens, their positions in the conditioning) of the first text
-    encoder: every 77-token chunk concatenated, start/end/padding tokens left out (ComfyUI's word ids are 0 there)."""
+# The token stream that becomes the conditioning, by ComfyUI's tokenizer key: Qwen-Image's Qwen2.5-VL, Lumina2's
+# Gemma, Flux's T5 (its CLIP-L gives only the pooled vector); else CLIP ("l", which SDXL's "g" shares positions with).
+CONDITIONING_KEYS = ("qwen25_7b", "gemma2_2b", "gemma3_4b")
+
+
+def conditioning_key(keys) -> str:
+    """The tokenizer key whose tokens are the conditioning's positions."""
+    keys = set(keys)
+    for key in CONDITIONING_KEYS:
+        if key in keys:
+            return key
+    if "t5xxl" in keys and "g" not in keys:
+        return "t5xxl"
+    return "l" if "l" in keys else sorted(keys)[0]
+
+
+def caption_tokens(clip, text: str) -> tuple[dict, list, list[int], int]:
+    """(ComfyUI token dict, the caption's real tokens, their positions, the token count) of the text encoder whose
+    output is the conditioning (``conditioning_key``): every chunk concatenated, start/end/padding tokens left out
+    (ComfyUI's word ids are 0 there)."""
     tokens = clip.tokenize(text)
     with_words = clip.tokenize(text, return_word_ids=True)
-    key = "l" if "l" in with_words else sorted(with_words)[0]
+    key = conditioning_key(with_words)
     ids, positions = [], []
-    for position, token in enumerate(t for chunk in with_words[key] for t in chunk):
+    stream = [t for chunk in with_words[key] for t in chunk]
+    for position, token in enumerate(stream):
         word = token[2] if isinstance(token, tuple) and len(token) > 2 else 1
         if word > 0:
             value = token[0] if isinstance(token, tuple) else token
             ids.append(value if isinstance(value, int) else f"embedding:{word}")
             positions.append(position)
-    return tokens, ids, positions
+    return tokens, ids, positions, len(stream)
+
+
+def encode_caption(clip, text: str) -> tuple[list, list, list[int]]:
+    """(CONDITIONING, the caption's real tokens, each one's position in the conditioning's token axis)."""
+    tokens, ids, positions, count = caption_tokens(clip, text)
+    conditioning = clip.encode_from_tokens_scheduled(tokens)
+    kept = conditioning_positions(positions, count, conditioning[0][0].shape[1])
+    dropped = len(positions) - len(kept)
+    return conditioning, ids[dropped:], kept
 
 
 def interpolate_conditioning(source, target, strength: float):

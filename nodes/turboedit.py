@@ -36,6 +36,9 @@ class CaptionEditor(io.ComfyNode):
                                        "embeddings (1 = the new caption)."),
                 io.Int.Input("occurrence", default=0, min=0, max=64,
                              tooltip="0 replaces every occurrence; n replaces only the n-th."),
+                io.String.Input("prefix", default="", optional=True,
+                                tooltip="Text put before both captions and never edited, e.g. Lumina2's system prompt "
+                                        "ending in '<Prompt Start>' (as CLIP Text Encode for Lumina2 writes it)."),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="source", tooltip="The caption as given (for inversion)."),
@@ -49,17 +52,17 @@ class CaptionEditor(io.ComfyNode):
 
     @classmethod
     @finite_floats
-    def execute(cls, clip, caption: str, edit: str, strength: float = 1.0, occurrence: int = 0) -> io.NodeOutput:
-        from .comfy_turboedit import caption_tokens, interpolate_conditioning
+    def execute(cls, clip, caption: str, edit: str, strength: float = 1.0, occurrence: int = 0,
+                prefix: str = "") -> io.NodeOutput:
+        from .comfy_turboedit import encode_caption, interpolate_conditioning
 
         change = apply_edit(caption, edit, occurrence)
-        src_tokens, src_ids, src_positions = caption_tokens(clip, change.source)
-        tgt_tokens, tgt_ids, tgt_positions = caption_tokens(clip, change.target)
+        source, src_ids, src_positions = encode_caption(clip, " ".join(f"{prefix or ''} {change.source}".split()))
+        target, tgt_ids, tgt_positions = encode_caption(clip, " ".join(f"{prefix or ''} {change.target}".split()))
         src_changed, tgt_changed = changed_token_positions(src_ids, tgt_ids)
         src_changed = [src_positions[i] for i in src_changed]
         tgt_changed = [tgt_positions[i] for i in tgt_changed]
-        source = clip.encode_from_tokens_scheduled(src_tokens)
-        target = interpolate_conditioning(source, clip.encode_from_tokens_scheduled(tgt_tokens), strength)
+        target = interpolate_conditioning(source, target, strength)
         tokens = {"source": src_changed, "target": tgt_changed, "old": change.old, "new": change.new}
         report = json.dumps({**tokens, "occurrences": len(change.spans), "caption_tokens": len(tgt_ids)})
         return io.NodeOutput(source, target, change.source, change.target, tokens, report)

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from .conftest import pack_module, requires_comfyui
-from .support.tiny_flow import FLOW_FAMILIES, tiny_flow_conditioning, tiny_flow_model
+from .support.tiny_flow import (
+    FLOW_FAMILIES,
+    LUMINA2_SYSTEM_PROMPT,
+    decode_tokens,
+    tiny_flow_clip,
+    tiny_flow_conditioning,
+    tiny_flow_model,
+)
 from .test_comfy_inprocess import run_node
+from .test_comfy_turboedit import edit, rel
 
 pytestmark = requires_comfyui
 
@@ -182,16 +190,6 @@ def test_crop_sample_stitch_and_exact_composite_on_flow_models(flow_models, fami
     assert torch.equal(whole[whole_used == 0], crops[whole_used == 0])
 
 
-def edit_flow(model, conds, sampler, sigmas, latent):
-    from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise
-
-    return sample_flow(model, conds, latent, Noise_EmptyNoise(), sampler, sigmas)
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 @pytest.mark.parametrize("family", FLOW_FAMILIES)
 def test_turboedit_exact_inversion_and_replay_on_flow_models(flow_models, family):
     """States (1 − σ_k)·z + σ_k·ñ_k, each step's noise solved from the flow update: replaying with the source
@@ -206,27 +204,95 @@ def test_turboedit_exact_inversion_and_replay_on_flow_models(flow_models, family
     flat = (lambda t: t[:, :, 0]) if family == "qwen_image" else (lambda t: t)
     assert rel(flat(recon["samples"]), z) <= 1e-4
     replay = turboedit.TurboEditSampler.execute(inversion=inversion, local_mask="off").result[0]
-    assert rel(flat(edit_flow(model, source, replay, sigmas, latent)), z) <= 1e-4
+    assert rel(flat(edit(model, source, replay, sigmas, latent)), z) <= 1e-4
     mask = torch.zeros(1, 64, 64)
     mask[:, 16:48, 16:48] = 1
     masked = turboedit.TurboEditSampler.execute(inversion=inversion, mask=mask, blur=0).result[0]
-    out = flat(edit_flow(model, target, masked, sigmas, latent))
+    out = flat(edit(model, target, masked, sigmas, latent))
     m = torch.nn.functional.interpolate(mask[:, None], size=(8, 8), mode="bilinear").expand_as(z)
     torch.testing.assert_close(out[m == 0], z[m == 0], rtol=1e-5, atol=1e-5)
     assert rel(out[m == 1], z[m == 1]) > 1e-3, "the other conditioning changes the inside"
 
 
-def test_turboedit_on_flow_models_names_what_is_not_supported_yet(flow_models):
+def test_turboedit_encoder_on_flow_models_is_refused_naming_method(flow_models):
     turboedit = pack_module("nodes.turboedit")
-    model = flow_models["flux_schnell"]
     z, _ = flow_latent()
-    conds = tiny_flow_conditioning("flux_schnell")
     with pytest.raises(ValueError, match="^method: the TurboEdit encoder is a UNet"):
-        turboedit.IterativeInverter.execute(model=model, conditioning=conds, steps=4, method="encoder", seed=0,
-                                            latent={"samples": z})
+        turboedit.IterativeInverter.execute(model=flow_models["flux_schnell"], conditioning=tiny_flow_conditioning(
+            "flux_schnell"), steps=4, method="encoder", seed=0, latent={"samples": z})
+
+
+CAPTION = "a large red circle at the top left on a white background"
+
+
+@pytest.fixture(scope="module")
+def flow_clips(pack):
+    return {family: tiny_flow_clip(family) for family in FLOW_FAMILIES}
+
+
+def caption_edit(clip, family, edit_text="red → green"):
+    prefix = LUMINA2_SYSTEM_PROMPT if family == "lumina2" else ""
+    return run_node(pack_module("nodes.turboedit").CaptionEditor, clip=clip, caption=CAPTION, edit=edit_text,
+                    strength=1.0, occurrence=0, prefix=prefix)
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+def test_caption_editor_token_positions_are_the_changed_words_in_the_conditioning(flow_clips, family):
+    """Flux's T5 (not its CLIP-L), Qwen-Image's Qwen2.5-VL (its chat template cut from the conditioning) and
+    Lumina2's Gemma (after its system prompt): the positions name the changed word in the conditioning's token
+    axis. Checked twice: the tokenizer decodes the tokens there to the words, and the encoder's own output changes
+    exactly there (T5 here is position-wise) or from there on (Qwen2.5 and Gemma are causal)."""
+    from comfy.sd1_clip import SD1ClipModel  # noqa: F401  (ComfyUI is importable)
+
+    clip = flow_clips[family]
+    source, target, source_caption, target_caption, tokens, _ = caption_edit(clip, family)
+    assert target_caption == CAPTION.replace("red", "green") and tokens["target"] and tokens["source"]
+    key = pack_module("nodes.comfy_turboedit").conditioning_key(clip.tokenize("x", return_word_ids=True))
+    assert key == {"flux_schnell": "t5xxl", "qwen_image": "qwen25_7b", "lumina2": "gemma2_2b"}[family]
+    for conditioning, text, positions, word in ((source, source_caption, tokens["source"], "red"),
+                                                (target, target_caption, tokens["target"], "green")):
+        prefix = LUMINA2_SYSTEM_PROMPT + " " if family == "lumina2" else ""
+        stream = [t[0] for chunk in clip.tokenize(prefix + text)[key] for t in chunk]
+        dropped = len(stream) - conditioning[0][0].shape[1]
+        assert dropped == (34 if family == "qwen_image" else 0), "only Qwen-Image cuts tokens (its template)"
+        assert decode_tokens(clip, family, [stream[p + dropped] for p in positions]).strip() == word
+    delta = (target[0][0] - source[0][0]).abs().amax(-1)[0]
+    changed = [int(i) for i in torch.nonzero(delta > 1e-6)]
+    if family == "flux_schnell":
+        assert changed == tokens["target"], "a position-wise T5 changes exactly the edited tokens"
+    else:
+        assert changed[0] == min(tokens["target"]) and delta[:changed[0]].max() == 0, "causal: from the edit on"
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+def test_automatic_local_mask_from_a_dits_joint_attention(flow_models, flow_clips, family, monkeypatch):
+    """Caption Editor → Iterative Inverter → Edit Sampler (local_mask auto) on each DiT: one map per joint-attention
+    call of the first step (Flux: a double and a single block; Qwen-Image and Lumina2: one layer, Lumina2's text and
+    image refiners left out), a mask that selects part of the latent, and the source kept exactly outside it."""
+    comfy_turboedit = pack_module("nodes.comfy_turboedit")
+    recorded = []
+    real_edit_mask = comfy_turboedit.edit_mask
+
+    def spy(maps, latent_hw, **options):
+        mask = real_edit_mask(maps, latent_hw, **options)
+        recorded.append((list(maps), mask))
+        return mask
+
+    monkeypatch.setattr(comfy_turboedit, "edit_mask", spy)
+    turboedit = pack_module("nodes.turboedit")
+    model, clip = flow_models[family], flow_clips[family]
+    source, target, _, _, tokens, _ = caption_edit(clip, family)
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(5))
     inversion, _, sigmas, latent = turboedit.IterativeInverter.execute(
-        model=model, conditioning=conds, steps=4, method="exact", seed=0, latent={"samples": z}).result
-    auto = turboedit.TurboEditSampler.execute(inversion=inversion, tokens={"source": [1], "target": [1]},
-                                              local_mask="auto").result[0]
-    with pytest.raises(ValueError, match="^local_mask: the automatic mask reads a UNet's cross-attention"):
-        edit_flow(model, conds, auto, sigmas, latent)
+        model=model, conditioning=source, steps=4, method="exact", seed=3, latent={"samples": z}).result
+    sampler = turboedit.TurboEditSampler.execute(inversion=inversion, tokens=tokens, local_mask="auto", threshold=0.4,
+                                                 blur=0).result[0]
+    out = edit(model, target, sampler, sigmas, latent)
+    out = out[:, :, 0] if family == "qwen_image" else out
+    (maps, mask), = recorded
+    assert len(maps) == (2 if family == "flux_schnell" else 1)
+    assert all(m.shape == (1, 16) and torch.isfinite(m).all() and float(m.min()) >= 0 for m in maps), "4×4 patches"
+    assert mask.shape == (1, 1, 8, 8) and 0 < float(mask.mean()) < 1
+    outside = (mask == 0).expand_as(z)
+    torch.testing.assert_close(out[outside], z[outside], rtol=1e-5, atol=1e-5)
+    assert rel(out[~outside], z[~outside]) > 1e-3, "the target caption changes the masked part"

@@ -2,8 +2,14 @@
 import pytest
 import torch
 
-from core.attention_mask import edit_mask, to_spatial, token_attention
-from core.caption_edit import CaptionEditError, apply_edit, changed_token_positions, parse_edit
+from core.attention_mask import edit_mask, joint_token_attention, to_spatial, token_attention
+from core.caption_edit import (
+    CaptionEditError,
+    apply_edit,
+    changed_token_positions,
+    conditioning_positions,
+    parse_edit,
+)
 from core.denoiser import EpsDenoiser
 from core.schedules import fewstep_sigmas, trailing_timesteps
 from core.turboedit import (
@@ -218,5 +224,31 @@ def test_token_attention_and_mask():
     assert grid.shape == (1, 1, 8, 8)
     mask = edit_mask([att], (16, 16), threshold=0.5, blur=1)
     assert mask.shape == (1, 1, 16, 16) and float(mask[..., :6, :].mean()) > 0.9 and float(mask[..., 12:, :].max()) == 0
-    with pytest.raises(ValueError, match="no cross-attention"):
+    with pytest.raises(ValueError, match="no attention to the changed tokens"):
         edit_mask([], (8, 8))
+
+
+@pytest.mark.parametrize("heads_first", [True, False])
+def test_joint_token_attention_reads_the_image_queries_over_text_and_image_keys(heads_first):
+    """A DiT's joint sequence [text (5) ; image (16) ; padding (3)]: the result is the naive softmax over the text and
+    image keys, read at the image queries and the chosen text tokens; the image rows that look at token 2 show."""
+    torch.manual_seed(1)
+    b, heads, d, text, image = 2, 3, 4, 5, 16
+    q = torch.randn(b, heads, text + image + 3, d)
+    k = torch.randn(b, heads, text + image + 3, d)
+    k[:, :, 2] = 0
+    k[:, :, 2, 0] = 12.0
+    q[:, :, text:text + 8, 0] = 2.0  # the first 8 image tokens look at text token 2
+    q[:, :, text + 8:text + image, 0] = -2.0
+    scores = q[:, :, :text + image] @ k[:, :, :text + image].transpose(-1, -2) / d**0.5
+    naive = scores.softmax(-1)[:, :, text:, [1, 2]].sum(-1).mean(1)
+    layout = (lambda t: t) if heads_first else (lambda t: t.transpose(1, 2).flatten(2))
+    got = joint_token_attention(layout(q), layout(k), heads, [1, 2, 7], text, image, heads_first=heads_first)
+    torch.testing.assert_close(got, naive)  # token 7 lies in the image part: not a text token, left out
+    assert float(got[:, :8].min()) > 0.5 > float(got[:, 8:].max())
+
+
+def test_conditioning_positions_follow_a_dropped_prefix():
+    """Qwen-Image's encoder returns the tokens after its chat template: positions shift by the tokens dropped."""
+    assert conditioning_positions([3, 40, 41], 43, 9) == [6, 7]
+    assert conditioning_positions([2, 5], 77, 77) == [2, 5]

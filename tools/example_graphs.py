@@ -197,7 +197,7 @@ def edit_graph(method: str) -> Graph:
         Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
         Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
         Node(3, "FewStepCaptionEditor", {"caption": "a photo of a red car parked on a quiet street",
-                                                   "edit": "red → blue", "strength": 1.0, "occurrence": 0},
+                                         "edit": "red → blue", "strength": 1.0, "occurrence": 0, "prefix": ""},
              {"clip": (1, 1)}, size=(400, 260)),
         Node(4, "FewStepIterativeInverter", {"steps": 4, "method": method, "seed": 0},
              {"model": (1, 0), "conditioning": (3, 0), "image": (2, 0), "vae": (1, 2),
