@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import trange
 
+from .samplers import Renoise, ve_renoise
 from .schedules import timestep_from_sigma
 
 
@@ -109,21 +110,45 @@ def region_aware_denoise(eps_fn: Callable, x: torch.Tensor, smap: torch.Tensor, 
     return torch.where(smap == 0, x, x - smap * eps)
 
 
+def flow_sigma_maps(sigmas: list[float], mask: torch.Tensor) -> list[torch.Tensor]:
+    """Per-pixel rectified-flow levels σ_{k,i} = σ_k·m_i for each step of a flow grid, then the all-zero map (our
+    choice for flow models, docs/methods.md §3.7: a binary mask gives σ_k in the hole and 0 outside, as on UNets)."""
+    m = mask.clamp(0, 1).float()
+    return [float(s) * m for s in sigmas] + [torch.zeros_like(m)]
+
+
+def token_levels(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, N) per-token values of a (B,1,h,w) map for a DiT that patchifies p×p (row-major tokens, as Flux's
+    rearrange): each token takes its patch's largest value, so a token touching the hole is denoised."""
+    return F.max_pool2d(pixel_map.float(), patch, ceil_mode=True).flatten(1)
+
+
+def level_runs(levels: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """(distinct values, runs) of a (N,) token sequence: each run (start, end, index) is a stretch of tokens at
+    ``values[index]`` (ComfyUI's ``modulation_dims`` format)."""
+    values, inverse = torch.unique(levels, return_inverse=True)
+    cuts = (torch.nonzero(inverse[1:] != inverse[:-1]).flatten() + 1).tolist()
+    starts, ends = [0] + cuts, cuts + [levels.shape[0]]
+    return values, [(s, e, int(inverse[s])) for s, e in zip(starts, ends)]
+
+
 @torch.no_grad()
 def sample_region_aware(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Optional[dict] = None,
                         callback=None, disable: Optional[bool] = None, *, source: torch.Tensor,
-                        maps: list[torch.Tensor], noise_sampler: Callable) -> torch.Tensor:
-    """Few-step region-aware sampling: x = z + σ_map⊙ε, x̂0 = model(x, σ_map), re-noise to the next map.
+                        maps: list[torch.Tensor], noise_sampler: Callable,
+                        renoise: Renoise = ve_renoise) -> torch.Tensor:
+    """Few-step region-aware sampling: x = renoise(σ_map, ε, z), x̂0 = model(x, σ_map), re-noise to the next map.
 
     ``model(x, sigma_map, **extra_args)`` takes a (B,1,h,w) σ map. ``x`` is ignored: the start is built
     from ``source`` and the first map (known pixels: σ = 0, so they are z exactly at every step).
-    ``sigmas`` only sets the step count (the grid's scalar σ, kept for ComfyUI's callbacks).
+    ``sigmas`` only sets the step count (the grid's scalar σ, kept for ComfyUI's callbacks). ``renoise`` is
+    z + σ·ε (VE form) or (1 − σ)·z + σ·ε (flow models).
     """
     extra_args = {} if extra_args is None else extra_args
     if len(maps) != len(sigmas):
         raise ValueError(f"sigmas: {len(sigmas) - 1} steps but {len(maps) - 1} σ maps")
     maps = [m.to(source) for m in maps]
-    x = source + maps[0] * noise_sampler(0)
+    x = renoise(maps[0], noise_sampler(0), source)
     x0 = source
     for i in trange(len(maps) - 1, disable=disable):
         if not bool((maps[i] > 0).any()):
@@ -132,7 +157,7 @@ def sample_region_aware(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args
             x0 = model(x, maps[i], **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": x0})
-        x = x0 + maps[i + 1] * noise_sampler(i + 1)
+        x = renoise(maps[i + 1], noise_sampler(i + 1), x0)
     return torch.where(maps[0] == 0, source, x)
 
 

@@ -21,6 +21,11 @@ def ve_renoise(sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor) -> to
     return x0 + sigma * noise
 
 
+def flow_renoise(sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The rectified-flow state at σ: x = (1 − σ)·x0 + σ·ε (Liu et al. 2023; ComfyUI's CONST noise_scaling)."""
+    return (1 - sigma) * x0 + sigma * noise
+
+
 def seeded_noise_sampler(x: torch.Tensor, seed: Optional[int], *, offset: int = 1) -> NoiseSampler:
     """Fresh N(0, I) draws from a CPU generator seeded with ``seed + offset`` (device independent).
 

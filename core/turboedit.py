@@ -21,14 +21,9 @@ import torch
 from tqdm.auto import trange
 
 from .blend import blend_known
-from .samplers import Renoise, ve_renoise
+from .samplers import Renoise, flow_renoise, ve_renoise  # noqa: F401 (flow_renoise: TurboEdit's flow form)
 
 EncoderFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def flow_renoise(sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """The rectified-flow state at σ: x = (1 − σ)·x0 + σ·ε (Liu et al. 2023; ComfyUI's CONST noise_scaling)."""
-    return (1 - sigma) * x0 + sigma * noise
 
 
 def solve_noise(renoise: Renoise, sigma: torch.Tensor, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

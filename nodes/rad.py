@@ -14,11 +14,12 @@ class RegionAwareSampler(io.ComfyNode):
             description=(
                 "RAD: every latent pixel gets its own noise level from the mask (soft masks = per-pixel strength). "
                 "Known pixels are never noised and come out exactly as they went in; the UNet sees a per-pixel time "
-                "embedding. Runs without weights, but good fills need a RAD LoRA trained for the model "
-                "(python -m trainers.rad)."
+                "embedding (FLUX: per-token modulation). Runs without weights, but good fills need a RAD LoRA trained "
+                "for the model (python -m trainers.rad; UNets only)."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="An ε-prediction few-step UNet model (SD1.x, SDXL and variants)."),
+                io.Model.Input("model", tooltip="An ε-prediction few-step UNet model (SD1.x, SDXL and variants) or "
+                                                "FLUX.1-schnell (per-token times)."),
                 io.Conditioning.Input("positive", tooltip="Prompt for the filled region."),
                 io.Latent.Input("latent", tooltip="The image latent; its noise_mask is the hole unless mask is given."),
                 io.Int.Input("steps", default=4, min=1, max=50,

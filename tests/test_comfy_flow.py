@@ -296,3 +296,97 @@ def test_automatic_local_mask_from_a_dits_joint_attention(flow_models, flow_clip
     outside = (mask == 0).expand_as(z)
     torch.testing.assert_close(out[outside], z[outside], rtol=1e-5, atol=1e-5)
     assert rel(out[~outside], z[~outside]) > 1e-3, "the target caption changes the masked part"
+
+
+class OneModelCall:
+    """A SAMPLER that makes one model call at sigmas[0], with ``model_options`` extended by ``options``."""
+
+    def __new__(cls, transformer_options: dict):
+        import comfy.samplers
+
+        class Sampler(comfy.samplers.Sampler):
+            def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+                       disable_pbar=False):
+                options = dict(extra_args.get("model_options", {}))
+                options["transformer_options"] = {**options.get("transformer_options", {}), **transformer_options}
+                sigma = sigmas[:1].expand(latent_image.shape[0])
+                return model_wrap(latent_image, sigma, model_options=options, seed=extra_args.get("seed"))
+
+        return Sampler()
+
+
+def rad_call(model, latent, sigma_map=None, sigma=0.75, seed=1):
+    comfy_rad = pack_module("nodes.comfy_rad")
+    options = {} if sigma_map is None else {comfy_rad.SIGMA_MAP: sigma_map}
+    return sample_flow(model, tiny_flow_conditioning("flux_schnell", batch=latent.shape[0], seed=seed),
+                       {"samples": latent}, __import__("comfy_extras.nodes_custom_sampler").nodes_custom_sampler
+                       .Noise_EmptyNoise(), OneModelCall(options), torch.tensor([sigma, 0.0]))
+
+
+def test_rad_patch_on_flux_equals_the_unpatched_model_for_a_uniform_map_and_keeps_sigma_zero_exact(flow_models):
+    """FLUX with per-token modulation through its blocks' modulation_dims: a uniform σ map gives the unpatched
+    model's x̂0 (two rows, one call each); a map with a clean part returns x there exactly and moves the rest."""
+    comfy_rad = pack_module("nodes.comfy_rad")
+    flux = flow_models["flux_schnell"]
+    patched = comfy_rad.patch(flux)
+    z = torch.randn(2, 16, 8, 10, generator=torch.Generator().manual_seed(7))
+    plain = rad_call(flux, z)
+    uniform = rad_call(patched, z, torch.full((2, 1, 8, 10), 0.75))
+    torch.testing.assert_close(uniform, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rad_call(patched, z), plain, rtol=0, atol=0)  # no map: the patch stays out of the way
+    smap = torch.zeros(2, 1, 8, 10)
+    smap[0, :, 2:6, 3:9] = 0.75
+    smap[1, :, :, :4] = 0.75
+    smap[1, :, :, 4:] = 0.25  # two levels: tokens modulated at their own time
+    regional = rad_call(patched, z, smap)
+    keep = (smap == 0).expand_as(z)  # x itself in model space; Flux's latent scaling rounds on the way back
+    torch.testing.assert_close(regional[keep], z[keep], rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(regional).all() and (regional[1] - plain[1]).abs().max() > 1e-3
+    scalar_time = patched.clone()  # the same σ map with every token modulated at the hole's level
+    scalar_time.model_options["transformer_options"]["patches_replace"].pop("dit")
+    moved = (regional - rad_call(scalar_time, z, smap)).abs()
+    assert float(moved[1].max()) > 1e-3, "the tokens at σ = 0.25 are modulated at their own time"
+
+
+def test_flux_token_levels_follow_its_patches_and_runs():
+    from core.rad import level_runs, token_levels
+
+    pixel = torch.zeros(1, 1, 5, 4)
+    pixel[0, 0, 4, 1] = 0.5  # an odd height: the last token row holds one pixel row
+    pixel[0, 0, 0, 3] = 0.25
+    levels = token_levels(pixel, 2)
+    assert levels.tolist() == [[0.0, 0.25, 0.0, 0.0, 0.5, 0.0]]
+    values, runs = level_runs(levels[0])
+    assert values.tolist() == [0.0, 0.25, 0.5] and runs == [(0, 1, 0), (1, 2, 1), (2, 4, 0), (4, 5, 2), (5, 6, 0)]
+
+
+def test_region_aware_sampler_on_flux_keeps_the_known_latent_and_renoises_in_flow_form(flow_models):
+    """The node on FLUX.1-schnell: σ maps σ_k·m on the flow grid, x = (1 − σ)·z + σ·ε; known latent bit-identical."""
+    from .support.recorders import InputRecorder
+
+    model = flow_models["flux_schnell"].clone()
+    recorder = InputRecorder()
+    model.set_model_unet_function_wrapper(recorder)
+    z, mask = flow_latent(seed=4)
+    (out,) = run_node(pack_module("nodes.rad").RegionAwareSampler, model=model,
+                      positive=tiny_flow_conditioning("flux_schnell"), latent={"samples": z}, steps=4, seed=3, cfg=1.0,
+                      rad_lora="none", lora_strength=1.0, mask=mask)
+    samples = out["samples"]
+    m = torch.nn.functional.interpolate(mask[:, None], size=z.shape[-2:], mode="bilinear")
+    assert torch.equal(samples[(m == 0).expand_as(z)], z[(m == 0).expand_as(z)])
+    assert torch.isfinite(samples).all() and (samples - z).abs().max() > 1e-3
+    assert [round(s, 6) for s in recorder.sigmas] == [1.0, 0.75, 0.5, 0.25], "the hole's σ_s on schnell's grid"
+    first = recorder.inputs[0]
+    z_in = model.model.process_latent_in(z)
+    torch.testing.assert_close(first[(m == 0).expand_as(z)], z_in[(m == 0).expand_as(z)])
+    hole = (m == 1).expand_as(z)
+    assert abs(float(first[hole].std()) - 1.0) < 0.25, "σ = 1 in the hole: pure noise"
+
+
+@pytest.mark.parametrize("family", ["qwen_image", "lumina2"])
+def test_region_aware_sampler_names_the_dits_it_cannot_give_per_token_times(flow_models, family):
+    z, mask = flow_latent()
+    with pytest.raises(ValueError, match=r"^model: the Region-Aware Sampler gives flow models per-token timesteps"):
+        run_node(pack_module("nodes.rad").RegionAwareSampler, model=flow_models[family],
+                 positive=tiny_flow_conditioning(family), latent={"samples": z}, steps=4, seed=3, cfg=1.0,
+                 rad_lora="none", lora_strength=1.0, mask=mask)

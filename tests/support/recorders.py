@@ -9,6 +9,9 @@ class InputRecorder:
     def __init__(self):
         self.inputs, self.sigmas = [], []
 
+    def __deepcopy__(self, memo):
+        return self  # ModelPatcher.clone deep-copies model_options (0.3.64): a clone keeps recording here
+
     def __call__(self, apply_model, args):
         self.inputs.append(args["input"].detach().cpu().clone())
         self.sigmas.append(float(args["timestep"][0]))
