@@ -86,7 +86,10 @@ class Profile:
 
 
 def all_templates() -> tuple[str, ...]:
-    return tuple(sorted(p.name[: -len(".api.json")] for p in TEMPLATES.glob("*.api.json")))
+    """The UNet templates: the FLUX ones need a FLUX checkpoint (3072 wide, T5-XXL), which this suite does not
+    build yet; the real-host tests run them on a tiny FLUX."""
+    names = (p.name[: -len(".api.json")] for p in TEMPLATES.glob("*.api.json"))
+    return tuple(sorted(n for n in names if not n.startswith("flux_")))
 
 
 FULL = Profile(

@@ -16,6 +16,7 @@ from .support.tiny_flow import (
     tiny_flow_clip,
     tiny_flow_conditioning,
     tiny_flow_model,
+    tiny_flow_vae,
 )
 from .test_comfy_inprocess import run_node
 from .test_comfy_turboedit import edit, rel
@@ -26,18 +27,6 @@ pytestmark = requires_comfyui
 @pytest.fixture(scope="module")
 def flow_models(pack):
     return {family: tiny_flow_model(family) for family in FLOW_FAMILIES}
-
-
-def tiny_flow_vae():
-    """A random TAESD-layout VAE with 16 latent channels (TAEF1's shape), through ComfyUI's VAE class."""
-    import comfy.sd
-    import comfy.taesd.taesd
-
-    from .support.build_tiny_checkpoint import init_uninitialised
-
-    taesd = comfy.taesd.taesd.TAESD(latent_channels=16)
-    init_uninitialised(taesd, torch.Generator().manual_seed(3))
-    return comfy.sd.VAE(sd=taesd.state_dict())
 
 
 def schedule(model, **options):

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .support.comfy_server import CHECKPOINT, PACK_FOLDER, ComfyServer, comfyui_dir, error_message, tiny_checkpoint
+from .support.comfy_server import (
+    CHECKPOINT,
+    PACK_FOLDER,
+    TINY_FLUX_NODES,
+    ComfyServer,
+    comfyui_dir,
+    error_message,
+    tiny_checkpoint,
+)
 from .support.node_schemas import load_snapshot, normalise
 from .support.tiny_sam2 import requires_sam2
 
@@ -27,7 +35,7 @@ SAVE_NODE = "14"  # fewstep_inpaint_no_extra_weights: Save Image
 def server(tmp_path_factory):
     cache = Path.home() / ".cache" / "fewstep-tests"
     checkpoint = tiny_checkpoint(cache)
-    with ComfyServer(tmp_path_factory.mktemp("comfy"), checkpoint) as srv:
+    with ComfyServer(tmp_path_factory.mktemp("comfy"), checkpoint, test_nodes=(TINY_FLUX_NODES,)) as srv:
         yield srv
 
 
@@ -136,7 +144,9 @@ def weights_for(template: str, server: ComfyServer, request) -> dict:
 INPAINT, EDIT, CLICK = "inpaint", "edit", "click"
 TEMPLATES = {"fewstep_inpaint_no_extra_weights": INPAINT, "inverfill_inpaint": INPAINT,
              "region_aware_inpaint": INPAINT, "turbofill_inpaint": INPAINT, "sam2_click_inpaint": CLICK,
-             "instant_edit_exact": EDIT, "instant_edit_encoder": EDIT, "big_photo_inpaint": INPAINT}
+             "instant_edit_exact": EDIT, "instant_edit_encoder": EDIT, "big_photo_inpaint": INPAINT,
+             "flux_schnell_inpaint": INPAINT, "flux_schnell_edit": EDIT}
+FLUX_TEMPLATES = ("flux_schnell_inpaint", "flux_schnell_edit")  # run on the tiny FLUX: Load Checkpoint swapped
 
 
 def test_every_template_has_a_run_below():
@@ -146,7 +156,8 @@ def test_every_template_has_a_run_below():
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
 def test_every_template_runs_on_the_tiny_checkpoint(server, template, request):
-    """Each template's API twin, as shipped, with only the checkpoint, the input image and weight files swapped:
+    """Each template's API twin, as shipped, with only the checkpoint (FLUX templates: Load Checkpoint itself, for
+    the test pack's tiny FLUX), the input image and weight files swapped:
     it runs, and what it promises holds (inpaint: unmasked pixels exact; SAM2: every pixel outside its mask
     exact; edit: a changed image of the VAE-cropped size)."""
     from PIL import Image
@@ -161,6 +172,9 @@ def test_every_template_runs_on_the_tiny_checkpoint(server, template, request):
     if kind == CLICK:
         widgets.update({("17", "expand"): 0, ("13", "grow"): 0})
     prompt = example_prompt(f"{template}.png", widgets, example=template)
+    if template in FLUX_TEMPLATES:
+        assert prompt["1"]["class_type"] == "CheckpointLoaderSimple"
+        prompt["1"] = {"class_type": "TestTinyFluxCheckpoint", "inputs": {}}
     entry = server.run(prompt)
     assert entry["status"]["status_str"] == "success", error_message(entry)
     (png,) = server.output_images(entry, save_node(prompt))

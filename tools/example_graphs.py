@@ -54,10 +54,14 @@ and **Exact Composite** pastes the result back so unmasked pixels are identical 
 **Re-Blend** gives the hole fresh noise; swap its RandomNoise for *Inverse Noise Init* once InverFill weights exist."""
 
 
-def inpaint_inputs() -> list[Node]:
+SDXL_TURBO = "sd_xl_turbo_1.0_fp16.safetensors"
+FLUX_SCHNELL = "flux1-schnell-fp8.safetensors"  # ComfyUI's all-in-one FLUX.1-schnell file (model, CLIP-L + T5, VAE)
+
+
+def inpaint_inputs(checkpoint: str = SDXL_TURBO) -> list[Node]:
     """Nodes 1–3 of every inpaint template: the few-step checkpoint, the image with its painted mask, the prompt."""
     return [
-        Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+        Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, size=(320, 100)),
         Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
         Node(3, "CLIPTextEncode", {"text": "an empty wooden park bench, soft daylight, detailed"},
              {"clip": (1, 1)}, title="Prompt for the masked area", size=(400, 160)),
@@ -100,12 +104,13 @@ def blended_sampling(*, conditioning: tuple[int, int], noise: tuple[int, int], k
 CROP = 20  # FewStep Crop's node id in the cropped templates
 
 
-def crop(mask: tuple[int, int] = (2, 1), *, regions: str = "one", prefill: str = "none") -> Node:
-    """Node 20: FewStep Crop of the loaded image (2) around ``mask``, at SD(XL)-Turbo's 512² (DMD2 and
-    Lightning: 1024)."""
+def crop(mask: tuple[int, int] = (2, 1), *, regions: str = "one", prefill: str = "none",
+         target_size: str = "512", multiple: str = "8") -> Node:
+    """Node 20: FewStep Crop of the loaded image (2) around ``mask``, at SD(XL)-Turbo's 512² (DMD2, Lightning and
+    FLUX: 1024)."""
     return Node(CROP, "FewStepCrop", {
-        "context_px": 32, "context_factor": 1.0, "target_size": "512", "width": 1024, "height": 1024,
-        "multiple": "8", "padding": "edge", "regions": regions, "prefill": prefill},
+        "context_px": 32, "context_factor": 1.0, "target_size": target_size, "width": 1024, "height": 1024,
+        "multiple": multiple, "padding": "edge", "regions": regions, "prefill": prefill},
         {"image": (2, 0), "mask": mask}, size=(300, 300))
 
 
@@ -188,13 +193,11 @@ EDIT_NOTE = """## Instant edit (TurboEdit, {method})
 `strength` in Caption Editor scales the edit; `threshold`/`blur` shape the automatic mask."""
 
 
-def edit_graph(method: str) -> Graph:
-    """TurboEdit: caption edit → inversion → replay with the target caption."""
+def edit_nodes(method: str, checkpoint: str, prefix: str) -> list[Node]:
+    """Nodes 1–10 (11: the encoder's loader) of an edit template: caption edit → inversion → replay → save."""
     encoder = method == "encoder"
-    detail = ("a trained TurboEdit encoder predicts them: 8 network passes" if encoder
-              else "exact inversion, no extra weights: 4 model passes")
     nodes = [
-        Node(1, "CheckpointLoaderSimple", {"ckpt_name": "sd_xl_turbo_1.0_fp16.safetensors"}, size=(320, 100)),
+        Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, size=(320, 100)),
         Node(2, "LoadImage", {"image": "example.png"}, size=(320, 330)),
         Node(3, "FewStepCaptionEditor", {"caption": "a photo of a red car parked on a quiet street",
                                          "edit": "red → blue", "strength": 1.0, "occurrence": 0, "prefix": ""},
@@ -210,12 +213,20 @@ def edit_graph(method: str) -> Graph:
             "noise": (6, 0), "guider": (7, 0), "sampler": (5, 0), "sigmas": (4, 2), "latent_image": (4, 3)},
             size=(240, 110)),
         Node(9, "VAEDecode", links={"samples": (8, 0), "vae": (1, 2)}, size=(210, 50)),
-        Node(10, "SaveImage", {"filename_prefix": f"instant_edit_{method}"}, {"images": (9, 0)},
-             size=(400, 450)),
+        Node(10, "SaveImage", {"filename_prefix": prefix}, {"images": (9, 0)}, size=(400, 450)),
     ]
     if encoder:
         nodes.append(Node(11, "FewStepTurboEditLoader", {"encoder_name": "turboedit_sdxl_turbo.safetensors"},
                           {"model": (1, 0)}, size=(320, 80)))
+    return nodes
+
+
+def edit_graph(method: str) -> Graph:
+    """TurboEdit: caption edit → inversion → replay with the target caption."""
+    encoder = method == "encoder"
+    detail = ("a trained TurboEdit encoder predicts them: 8 network passes" if encoder
+              else "exact inversion, no extra weights: 4 model passes")
+    nodes = edit_nodes(method, SDXL_TURBO, f"instant_edit_{method}")
     return Graph(name=f"instant_edit_{method}",
                  title=f"Instant edit ({'TurboEdit encoder' if encoder else 'exact inversion'})",
                  note=EDIT_NOTE.format(method="TurboEdit encoder" if encoder else "exact inversion", detail=detail),
@@ -352,6 +363,49 @@ def big_photo_graph() -> Graph:
     )
 
 
+FLUX_INPAINT_NOTE = """## FLUX.1-schnell inpaint, no extra weights
+
+1. **Load Checkpoint**: `flux1-schnell-fp8.safetensors` (ComfyUI's all-in-one file: model, CLIP-L + T5, VAE), or
+   swap in Load Diffusion Model + DualCLIPLoader (flux) + Load VAE.
+2. **Load Image**: right-click → *Open in MaskEditor* and paint the area to regenerate; write what goes there.
+
+**FewStep Crop** cuts the area around the mask at FLUX's 1024² (multiples of 16: 2×2 patches of the 8× latent).
+**FewStep Schedule** gives schnell's grid, t = 1, 0.75, 0.5, 0.25 through the model's own shift (none for schnell).
+**FewStep Blended Sampler** re-noises in flow form, (1 − σ)·x̂0 + σ·ε, keeping the background latent at every
+step; **Re-Blend** gives the hole fresh noise; **FewStep Stitch** pastes the fill back so every unmasked pixel of
+the photo is unchanged. No CFG: schnell is guidance-distilled (Basic Guider)."""
+
+FLUX_EDIT_NOTE = """## FLUX.1-schnell instant edit (TurboEdit, exact inversion)
+
+1. Load the image and write a **detailed caption** of it in *Caption Editor*; the edit is `old → new`.
+2. Queue. *Iterative Inverter* solves the noises of schnell's 4-step flow trajectory, (1 − σ)·z + σ·ñ, that
+   reproduce the image (4 model passes, no extra weights); *TurboEdit Edit Sampler* replays them with the edited
+   caption.
+
+The local mask comes from FLUX's joint attention: the image tokens' attention to the changed T5 tokens in the
+first step (`threshold`, `blur` shape it), or connect a MASK. Outside it the image stays the source."""
+
+
+def flux_inpaint_graph() -> Graph:
+    """FLUX.1-schnell: crop → Re-Blend → blended flow sampling on schnell's grid → stitch."""
+    return Graph(
+        name="flux_schnell_inpaint",
+        title="FLUX.1-schnell inpaint, no extra weights",
+        note=FLUX_INPAINT_NOTE,
+        nodes=[
+            *inpaint_inputs(FLUX_SCHNELL),
+            crop(target_size="1024", multiple="16"),
+            *blended_inpaint(mask=(2, 1), grow=0, prefix="flux_schnell_inpaint", cropped=True),
+        ],
+    )
+
+
+def flux_edit_graph() -> Graph:
+    """FLUX.1-schnell: TurboEdit's exact inversion and replay, the local mask from joint attention."""
+    return Graph(name="flux_schnell_edit", title="FLUX.1-schnell instant edit (exact inversion)",
+                 note=FLUX_EDIT_NOTE, nodes=edit_nodes("exact", FLUX_SCHNELL, "flux_schnell_edit"))
+
+
 # ---------------------------------------------------------------------------------------------- layout
 STAGES = ("1 · Load", "2 · Prompt & mask", "3 · Sample", "4 · Composite & save")
 STAGE_OF = {
@@ -407,7 +461,7 @@ def layout(graph: Graph, object_info: dict) -> tuple[dict[int, tuple[list[int], 
 
 
 GRAPHS = [inpaint_graph, inverfill_graph, lambda: edit_graph("exact"), lambda: edit_graph("encoder"), rad_graph,
-          turbofill_graph, sam2_graph, big_photo_graph]
+          turbofill_graph, sam2_graph, big_photo_graph, flux_inpaint_graph, flux_edit_graph]
 
 
 def _widget_values(node: Node, info: dict) -> list:

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-FewStep.Fill_Edit-test"  # dots and dashes: the loader must cope
 CHECKPOINT = "tiny_sd15.safetensors"
 BUILDER = Path(__file__).with_name("build_tiny_checkpoint.py")
+TINY_FLUX_NODES = Path(__file__).with_name("tiny_flux_nodes")  # TestTinyFluxCheckpoint (test-only node pack)
 
 
 def comfyui_dir() -> Path | None:
@@ -59,10 +60,13 @@ def tiny_checkpoint(cache_dir: Path, levels: int = 1) -> Path:
 class ComfyServer:
     """A running ComfyUI with the pack; use as a context manager."""
 
-    def __init__(self, base: Path, checkpoint: Path, *, cpu: bool = True, extra_args: tuple[str, ...] = ()):
-        """``cpu``: ``--cpu`` (else ComfyUI's default device); ``extra_args``: more of main.py's options."""
+    def __init__(self, base: Path, checkpoint: Path, *, cpu: bool = True, extra_args: tuple[str, ...] = (),
+                 test_nodes: tuple[Path, ...] = ()):
+        """``cpu``: ``--cpu`` (else ComfyUI's default device); ``extra_args``: more of main.py's options;
+        ``test_nodes``: test-only custom node folders installed beside the pack (e.g. ``TINY_FLUX_NODES``)."""
         self.base = base
         self.cpu, self.extra_args = cpu, tuple(extra_args)
+        self.test_nodes = tuple(path.name for path in test_nodes)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.input_dir = base / "input"
@@ -73,6 +77,9 @@ class ComfyServer:
         link = base / "custom_nodes" / PACK_FOLDER
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
+        for folder in test_nodes:
+            if not (base / "custom_nodes" / folder.name).exists():
+                (base / "custom_nodes" / folder.name).symlink_to(folder, target_is_directory=True)
         if not (base / "models" / "checkpoints" / CHECKPOINT).exists():
             self.install("checkpoints", checkpoint, CHECKPOINT, link=True)
         self.yaml = base / "extra_model_paths.yaml"
@@ -94,7 +101,7 @@ class ComfyServer:
                "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base), "--output-directory", str(self.output_dir),
                "--input-directory", str(self.input_dir), "--extra-model-paths-config", str(self.yaml),
-               "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER,
+               "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER, *self.test_nodes,
                "--database-url", "sqlite:///:memory:", *self.extra_args]
         env = pinned_env(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
         self.log = open(self.log_path, "w")

@@ -31,18 +31,31 @@ UNET_CONFIGS = {
 }
 
 
-def tiny_flow_model(family: str, seed: int = 0):
-    """A ComfyUI MODEL (ModelPatcher) of ``family`` (one of ``FLOW_FAMILIES``), random finite weights, float32."""
+def tiny_flow_model(family: str, seed: int = 0, **sizes):
+    """A ComfyUI MODEL (ModelPatcher) of ``family`` (one of ``FLOW_FAMILIES``), random finite weights, float32;
+    ``sizes`` override the architecture (e.g. ``hidden_size``, ``depth`` for a benchmark's larger FLUX)."""
     import comfy.model_patcher
     import comfy.supported_models
 
     config_name, unet_config = UNET_CONFIGS[family]
-    config = getattr(comfy.supported_models, config_name)(dict(unet_config))
+    config = getattr(comfy.supported_models, config_name)({**unet_config, **sizes})
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({}, device=torch.device("cpu"))
     _initialise(model.diffusion_model, seed)
     model.diffusion_model.float()
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_flow_vae():
+    """A random TAESD-layout VAE with 16 latent channels (TAEF1's shape), through ComfyUI's VAE class."""
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    from .build_tiny_checkpoint import init_uninitialised
+
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=16)
+    init_uninitialised(taesd, torch.Generator().manual_seed(3))
+    return comfy.sd.VAE(sd=taesd.state_dict())
 
 
 def tiny_flow_conditioning(family: str, batch: int = 1, tokens: int = 6, seed: int = 1) -> list:
