@@ -16,6 +16,7 @@ from .schedules import x0_from_eps
 
 INVERSION_TIMESTEP = 500
 GENERATOR_TIMESTEP = 999
+FLOW_INVERSION_TIME = 0.5  # flow DiTs (FLUX): t = σ ∈ [0, 1]; 0.5 is the UNet's t = 500
 EpsFn = Callable[..., torch.Tensor]
 
 
@@ -33,6 +34,19 @@ def one_step_generate(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Te
     """The one-step generator G: x̂0 from VP noise x_T in a single UNet pass at t = 999."""
     eps = eps_fn(x_T, timesteps_like(x_T, GENERATOR_TIMESTEP), **cond)
     return x0_from_eps(x_T, eps, float(alphas_cumprod[GENERATOR_TIMESTEP]))
+
+
+def invert_flow(velocity_fn: EpsFn, masked_latent: torch.Tensor, **cond) -> torch.Tensor:
+    """F_θ on a flow DiT (docs/methods.md §1.6): its noise estimate ε̂ = x + (1 − t)·v̂(x, t) at t = 0.5 for the masked
+    latent, so F initialised from the generator starts from the generator's own noise prediction."""
+    t = torch.full((masked_latent.shape[0],), FLOW_INVERSION_TIME, device=masked_latent.device)
+    return masked_latent + (1 - FLOW_INVERSION_TIME) * velocity_fn(masked_latent, t, **cond)
+
+
+def one_step_generate_flow(velocity_fn: EpsFn, x_1: torch.Tensor, **cond) -> torch.Tensor:
+    """The one-step generator G of a flow DiT: x̂0 = x_1 − v̂(x_1, 1) from pure noise x_1 (σ = 1)."""
+    t = torch.ones((x_1.shape[0],), device=x_1.device)
+    return x_1 - velocity_fn(x_1, t, **cond)
 
 
 def black_out(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,3 +102,14 @@ def vp_start_from_sampler_noise(noise: torch.Tensor, latent: torch.Tensor, sigma
     scale = math.sqrt(1.0 + sigma0 * sigma0)
     x = noise * (scale if max_denoise else sigma0) + latent
     return x / scale
+
+
+def flow_sampler_noise_for_start(start: torch.Tensor, latent: torch.Tensor, sigma0: float,
+                                 regenerate: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`sampler_noise_for_start` for flow models: ComfyUI starts from x = σ0·n + (1 − σ0)·z, so n =
+    (ẑ − (1 − σ0)·z)/σ0 where the sampler regenerates (n = ẑ at σ0 = 1, the top of every flow grid), and n = ẑ
+    where it re-noises the known region with the start noise."""
+    compensated = (start - (1.0 - sigma0) * latent) / sigma0
+    if regenerate is None:
+        return compensated
+    return torch.lerp(start, compensated, regenerate.to(start.dtype))

@@ -19,8 +19,8 @@ SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pt2"}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 METADATA_PREFIX = "fewstep."
-MODEL_FAMILIES = ("sd15", "sd21", "sdxl")  # ``fewstep.base_family`` values a loader checks against the MODEL
-JSON_METADATA_KEYS = {"config", "unet_config", "adapter_config"}
+MODEL_FAMILIES = ("sd15", "sd21", "sdxl", "flux")  # ``fewstep.base_family`` values a loader checks against the MODEL
+JSON_METADATA_KEYS = {"config", "unet_config", "adapter_config", "transformer_config"}
 
 
 class WeightFileError(ValueError):

@@ -10,32 +10,67 @@ import comfy.utils
 import torch
 
 from ..core.blend import is_empty_mask
-from ..core.inverfill import black_out, blended_start, invert, sampler_noise_for_start
+from ..core.inverfill import (
+    black_out,
+    blended_start,
+    flow_sampler_noise_for_start,
+    invert,
+    invert_flow,
+    sampler_noise_for_start,
+)
 from ..core.masks import as_b1hw, check_finite, check_mask_range, fit_mask, mask_for_latent, match_batch
-from .comfy_networks import UNetNetwork, build_unet_network, first_conditioning
+from ..core.weights import WeightFileError
+from .comfy_networks import FluxNetwork, UNetNetwork, build_flux_network, build_unet_network, first_conditioning
+from .schedule import is_flow
+
+FLUX_GUIDANCE = 3.5  # what the trainer feeds a guidance-distilled FLUX (FLUX.1-dev); schnell has no guidance input
 
 
 class InversionNetwork:
-    """F_θ for one MODEL (InverFill): a UNet network called at t = 500 on the masked latent."""
+    """F_θ for one MODEL (InverFill): a UNet called at t = 500 on the masked latent, or a FLUX DiT whose noise estimate
+    x + (1 − t)·v̂ at t = 0.5 is the start (docs/methods.md §1.6)."""
 
-    def __init__(self, network: UNetNetwork):
+    def __init__(self, network: UNetNetwork | FluxNetwork):
         self.network = network
         self.patcher, self.metadata = network.patcher, network.metadata
         self.family, self.name = network.family, network.name
         self.masking = network.metadata.get("masking", "pixel")
+        self.is_flow = isinstance(network, FluxNetwork)
 
     def __call__(self, masked_latent: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """ẑ_T for model-space masked latents (B,C,h,w); runs on ComfyUI's device in the model's dtype."""
         with torch.no_grad():
+            if self.is_flow:
+                guidance = None
+                if self.patcher.model.diffusion_model.params.guidance_embed:
+                    guidance = torch.full((masked_latent.shape[0],), FLUX_GUIDANCE)
+                return invert_flow(lambda x, t: self.network.forward(x, t, context, y, guidance), masked_latent)
             return invert(lambda x, t, context, y: self.network.forward(x, t, context, y), masked_latent,
                           context=context, y=y)
 
     def adm(self, cond: dict, batch: int, width: int, height: int) -> torch.Tensor | None:
+        if self.is_flow:  # FLUX's y is CLIP-L's pooled vector
+            pooled = cond.get("pooled_output")
+            return None if pooled is None else match_batch(pooled, batch, "positive", target="latent")
         return self.network.adm(cond, batch, width, height)
+
+
+def check_model(model) -> None:
+    """InverFill takes UNets and, among flow models, FLUX (its DiT is the inversion network); others name ``model``."""
+    if is_flow(model.get_model_object("model_sampling")) and type(model.model).__name__ not in ("Flux", "FluxSchnell"):
+        raise ValueError(f"model: InverFill on flow models takes FLUX (FLUX.1-schnell/-dev); this is "
+                         f"{type(model.model).__name__}")
 
 
 def build_network(model, state_dict: dict, metadata: dict, name: str) -> InversionNetwork:
     """An InverFill network for ``model`` (errors name the file: kind, family, shapes)."""
+    check_model(model)
+    flux_file = metadata.get("architecture") == "flux" or metadata.get("base_family") == "flux"
+    if is_flow(model.get_model_object("model_sampling")):
+        return InversionNetwork(build_flux_network(model, state_dict, metadata, name, "inverfill"))
+    if flux_file:
+        raise WeightFileError(f"{name}: was trained for a flux base but the MODEL is a UNet; load the network "
+                              "trained for this model family")
     return InversionNetwork(build_unet_network(model, state_dict, metadata, name, "inverfill"))
 
 
@@ -106,6 +141,8 @@ class InverseNoise:
         regenerate = None
         if input_latent.get("noise_mask") is not None:
             regenerate = comfy.sampler_helpers.prepare_mask(input_latent["noise_mask"], samples.shape, "cpu").float()
+        if is_flow(self.model.get_model_object("model_sampling")):  # x = σ0·n + (1 − σ0)·z
+            return flow_sampler_noise_for_start(vp_start, latent_in, self.sigma0, regenerate)
         return sampler_noise_for_start(vp_start, latent_in, self.sigma0, max_denoise, regenerate)
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:

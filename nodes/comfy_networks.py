@@ -17,11 +17,13 @@ import torch
 from ..core.masks import match_batch
 from ..core.weights import MODEL_FAMILIES, WeightFileError
 
-FAMILY_CONFIGS = (("sdxl", supported.SDXL), ("sd21", supported.SD20), ("sd15", supported.SD15))
+FAMILY_CONFIGS = (("sdxl", supported.SDXL), ("sd21", supported.SD20), ("sd15", supported.SD15),
+                  ("flux", supported.Flux))
 
 
 def model_family(model) -> str:
-    """sd15 / sd21 / sdxl of a ComfyUI MODEL, or the config class name for anything else."""
+    """sd15 / sd21 / sdxl / flux (FLUX.1-dev and -schnell) of a ComfyUI MODEL, or the config class name for anything
+    else."""
     config = model.model.model_config
     for family, cls in FAMILY_CONFIGS:
         if isinstance(config, cls):
@@ -127,6 +129,52 @@ def build_unet_network(model, state_dict: dict, metadata: dict, name: str, kind:
     patcher = comfy.model_patcher.ModelPatcher(net, load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
     return UNetNetwork(patcher, metadata, family, name)
+
+
+class FluxNetwork:
+    """A ModelPatcher around a FLUX DiT of the MODEL's architecture (diffusers keys converted with ComfyUI's own map),
+    plus the file's metadata."""
+
+    def __init__(self, patcher, metadata: dict, family: str, name: str):
+        self.patcher, self.metadata, self.family, self.name = patcher, metadata, family, name
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw DiT output (the velocity) for model-space ``x`` at t = σ (float32, CPU)."""
+        mm.load_models_gpu([self.patcher])
+        net = self.patcher.model
+        device = self.patcher.load_device
+        dtype = net.manual_cast_dtype or net.get_dtype()
+        out = net.diffusion_model(x.to(device, dtype), t.to(device).float(), context=context.to(device, dtype),
+                                  y=None if y is None else y.to(device, dtype),
+                                  guidance=None if guidance is None else guidance.to(device, dtype))
+        mm.throw_exception_if_processing_interrupted()
+        return out.float().cpu()
+
+
+def build_flux_network(model, state_dict: dict, metadata: dict, name: str, kind: str) -> FluxNetwork:
+    """A FLUX network for a FLUX MODEL from a trainer's diffusers-keyed file (errors name the file)."""
+    import comfy.model_detection
+
+    if metadata.get("kind", kind) != kind:
+        raise WeightFileError(f"{name}: is a '{metadata['kind']}' weight, not a {kind} network")
+    family, trained = model_family(model), metadata.get("base_family")
+    if trained != "flux":
+        raise WeightFileError(f"{name}: was trained for a {trained or 'unknown'} base but the MODEL is {family}; "
+                              "load the network trained for this model family")
+    converted = comfy.model_detection.convert_diffusers_mmdit(state_dict, "") if "x_embedder.weight" in state_dict \
+        else dict(state_dict)
+    net = copy.copy(model.model.model_config).get_model(converted, "", device=mm.unet_offload_device())
+    expected = expected_state(net.diffusion_model)
+    problems = shape_problems(expected, converted)
+    if problems:
+        raise WeightFileError(f"{name}: does not match the MODEL's FLUX transformer ({'; '.join(problems)}); it was "
+                              "trained for another architecture")
+    net.diffusion_model.load_state_dict({k: v.to(expected[k].dtype) for k, v in converted.items()}, strict=True)
+    patcher = comfy.model_patcher.ModelPatcher(net, load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    return FluxNetwork(patcher, metadata, family, name)
 
 
 def first_conditioning(conditioning, batch: int, name: str = "positive") -> tuple[torch.Tensor, dict]:

@@ -21,7 +21,8 @@ class InverFillLoader(io.ComfyNode):
                 "Refuses a network trained for another model family or architecture."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The few-step model the network was trained for (its base)."),
+                io.Model.Input("model", tooltip="The few-step model the network was trained for (its base): a UNet, "
+                                                "or FLUX (the network is then a FLUX DiT)."),
                 io.Combo.Input("network_name", options=weight_files("inverfill"),
                                tooltip="File in models/fewstep/inverfill (made by python -m trainers.inverfill)."),
             ],
@@ -30,9 +31,10 @@ class InverFillLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, network_name: str) -> io.NodeOutput:
-        from .comfy_inverfill import build_network
+        from .comfy_inverfill import build_network, check_model
         from .paths import input_named, load_weight_file
 
+        check_model(model)
         with input_named("network_name"):
             state_dict, metadata = load_weight_file("inverfill", network_name)
             return io.NodeOutput(build_network(model, state_dict, metadata, network_name))

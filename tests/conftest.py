@@ -204,14 +204,17 @@ def tiny_bases(tmp_path_factory):
             "sd15": build_tiny_base(root / "sd15", sd15_shapes=True)}
 
 
-def tiny_run(trainer: str, base: Path, tmp_path_factory, *data_args: str, manifest: bool = False) -> dict:
-    """The documented tiny run of ``trainer`` (trainers/configs/<trainer>_tiny.yaml) on ``base``: its folder, summary
-    and exported weights (with ``manifest``, also a copy of the pack's manifest that the run adds its entry to)."""
+def tiny_run(trainer: str, base: Path, tmp_path_factory, *data_args: str, manifest: bool = False,
+             config: str | None = None) -> dict:
+    """The documented tiny run of ``trainer`` (trainers/configs/<config, default trainer_tiny>.yaml) on ``base``: its
+    folder, summary and exported weights (with ``manifest``, also a copy of the pack's manifest that the run adds its
+    entry to)."""
     import json
 
-    out = tmp_path_factory.mktemp(f"{trainer}_tiny")
-    run = {"dir": out, "weights": out / f"{trainer}_tiny.safetensors"}
-    args = ["--config", f"trainers/configs/{trainer}_tiny.yaml", f"--base_model={base}", f"--output_dir={out}",
+    config = config or f"{trainer}_tiny"
+    out = tmp_path_factory.mktemp(config)
+    run = {"dir": out, "weights": out / f"{config}.safetensors"}
+    args = ["--config", f"trainers/configs/{config}.yaml", f"--base_model={base}", f"--output_dir={out}",
             *data_args]
     if manifest:
         run["manifest"] = out / "weights_manifest.json"
@@ -226,6 +229,20 @@ def tiny_run(trainer: str, base: Path, tmp_path_factory, *data_args: str, manife
 def tiny_inverfill_run(tiny_bases, tmp_path_factory):
     """The documented tiny InverFill run on the SD1.5-shaped base (prompts from its config)."""
     return tiny_run("inverfill", tiny_bases["sd15"], tmp_path_factory, manifest=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_base(tmp_path_factory):
+    """A tiny random FLUX.1-schnell-layout diffusers folder (the architecture of tests/support/tiny_flow.py's)."""
+    from .support.tiny_base import build_tiny_flux_base
+
+    return build_tiny_flux_base(tmp_path_factory.mktemp("bases") / "flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_inverfill_run(tiny_flux_base, tmp_path_factory):
+    """The documented tiny InverFill run on the FLUX base (trainers/configs/inverfill_flux_tiny.yaml)."""
+    return tiny_run("inverfill", tiny_flux_base, tmp_path_factory, manifest=True, config="inverfill_flux_tiny")
 
 
 @pytest.fixture(scope="session")

@@ -379,3 +379,71 @@ def test_region_aware_sampler_names_the_dits_it_cannot_give_per_token_times(flow
         run_node(pack_module("nodes.rad").RegionAwareSampler, model=flow_models[family],
                  positive=tiny_flow_conditioning(family), latent={"samples": z}, steps=4, seed=3, cfg=1.0,
                  rad_lora="none", lora_strength=1.0, mask=mask)
+
+
+@pytest.fixture(scope="module")
+def flux_inverfill_dir(tiny_flux_inverfill_run, tmp_path_factory):
+    """A registered models/fewstep/inverfill folder with the tiny FLUX run's output (and a UNet-family copy)."""
+    import folder_paths
+
+    weights = pack_module("core.weights")
+    folder = tmp_path_factory.mktemp("flux_inverfill_models")
+    pack_module("nodes.paths").register_model_folders()
+    folder_paths.add_model_folder_path("fewstep_inverfill", str(folder))
+    sd, meta = weights.load_weights(tiny_flux_inverfill_run["weights"])
+    weights.save_weights(folder / "flux_tiny.safetensors", sd, meta)
+    weights.save_weights(folder / "flux_as_sd15.safetensors", sd, {**meta, "base_family": "sd15",
+                                                                      "architecture": "unet"})
+    return folder
+
+
+def test_inverfill_on_flux_loads_the_trainers_dit_and_sampling_starts_at_its_reblended_noise(
+        flow_models, flux_inverfill_dir, tiny_flux_inverfill_run, tiny_flux_base):
+    """trainers.inverfill's FLUX file → InverFill Loader on a FLUX MODEL of the same architecture: F equals the
+    trainer's diffusers DiT (x + 0.5·v̂ at t = 0.5, ComfyUI's key map) to 1e-4; Inverse Noise Init → FewStep Blended
+    Sampler: schnell's σ0 = 1, so the first model input in the hole is ẑ^blend's fresh noise and elsewhere F's ẑ_T."""
+    from diffusers import FluxTransformer2DModel
+
+    from trainers.common.flux_base import flux_velocity_fn
+
+    from .support.recorders import InputRecorder
+
+    inverfill = pack_module("nodes.inverfill")
+    model = flow_models["flux_schnell"].clone()
+    net = inverfill.InverFillLoader.execute(model=model, network_name="flux_tiny.safetensors").result[0]
+    assert net.is_flow and net.family == "flux" and net.masking == "latent"
+    sd, meta = pack_module("core.weights").load_weights(tiny_flux_inverfill_run["weights"])
+    reference = FluxTransformer2DModel.from_config(meta["transformer_config"])
+    reference.load_state_dict(sd)
+    conds = tiny_flow_conditioning("flux_schnell")
+    context, pooled = conds[0][0], conds[0][1]["pooled_output"]
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        v = flux_velocity_fn(reference)(x, torch.tensor([0.5]), encoder_hidden_states=context,
+                                        pooled_projections=pooled)
+    torch.testing.assert_close(net(x, context, pooled), x + 0.5 * v, atol=1e-4, rtol=1e-4)
+
+    recorder = InputRecorder()
+    model.set_model_unet_function_wrapper(recorder)
+    z, mask = flow_latent(seed=6)
+    noise = inverfill.InverseNoiseInit.execute(model=model, inverfill=net, positive=conds, mask=mask, seed=7).result[0]
+    (sampler,) = run_node(pack_module("nodes.sampler").FewStepBlendedSampler, hole_init="noise", known_noise="start")
+    sample_flow(model, conds, {"samples": z, "noise_mask": mask}, noise, sampler, schedule(model))
+    import comfy.sample
+
+    z_in = model.model.process_latent_in(z)
+    m = torch.nn.functional.interpolate(mask[:, None], size=z.shape[-2:], mode="bilinear")
+    expected = pack_module("core.blend").reblend_noise(net(z_in * (1 - m), context, pooled),
+                                                       comfy.sample.prepare_noise(z, 7).float(), m)
+    assert recorder.sigmas[0] == 1.0
+    torch.testing.assert_close(recorder.inputs[0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_inverfill_networks_of_another_family_are_refused_naming_the_input(flow_models, flux_inverfill_dir):
+    """A UNet-family file on FLUX, a FLUX file on a UNet MODEL, and InverFill on Qwen-Image: errors name the input."""
+    inverfill = pack_module("nodes.inverfill")
+    with pytest.raises(ValueError, match=r"^network_name: flux_as_sd15\.safetensors: was trained for a sd15 base but "
+                                         r"the MODEL is flux"):
+        inverfill.InverFillLoader.execute(model=flow_models["flux_schnell"], network_name="flux_as_sd15.safetensors")
+    with pytest.raises(ValueError, match=r"^model: InverFill on flow models takes FLUX"):
+        inverfill.InverFillLoader.execute(model=flow_models["qwen_image"], network_name="flux_tiny.safetensors")

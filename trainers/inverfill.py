@@ -8,7 +8,8 @@ synthesises z0 = G(ε, c) → random brush/shape/Perlin hole M → masked image 
 E((1−M)⊙D(z0)) → ẑ_T = F(z0^m, 500, c) → Re-Blend ẑ_T^blend = m⊙ε′ + (1−m)⊙ẑ_T → ẑ0 = G(ẑ_T^blend, c).
 Loss = λ_noise‖(1−m)(ẑ_T − ε)‖² + λ_image‖ẑ0 − z0‖² + λ_reg·moments(ẑ_T^blend) [+ λ_adv·LADD hinge].
 Output ``<output_dir>/<name>.safetensors`` (diffusers UNet keys, metadata) loads into the
-*FewStep InverFill Loader* node as is; its manifest entry is written beside it.
+*FewStep InverFill Loader* node as is; its manifest entry is written beside it. A FLUX-family diffusers folder
+(transformer/, vae/, CLIP-L + T5) as ``base_model`` trains F as the DiT itself (docs/methods.md §1.6).
 """
 from __future__ import annotations
 
@@ -23,14 +24,24 @@ import torch.nn.functional as F
 
 from core.denoiser import EpsDenoiser
 from core.discriminator import FeatureDiscriminator, FeatureTap, hinge_d_loss, hinge_g_loss
-from core.inverfill import black_out, blended_start, invert, known_mse, moment_loss, one_step_generate
+from core.inverfill import (
+    black_out,
+    blended_start,
+    invert,
+    invert_flow,
+    known_mse,
+    moment_loss,
+    one_step_generate,
+    one_step_generate_flow,
+)
 from core.random_masks import random_hole_masks
-from core.samplers import sample_fewstep_blended
+from core.samplers import flow_renoise, sample_fewstep_blended
 from core.schedules import add_noise, fewstep_sigmas, sigmas_from_alphas_cumprod, trailing_timesteps
 from trainers.common.base_model import BaseModel, check_base_model, load_base_model, unet_eps_fn
 from trainers.common.config import RunConfig
 from trainers.common.data import read_prompts, step_generator
 from trainers.common.export import export_run
+from trainers.common.flux_base import flux_sigmas, flux_velocity_fn, is_flux_folder
 from trainers.common.loop import Recipe, accumulate, check_common_config, cli, run_training, start_run
 from trainers.common.run import cast_tree, head, jsonable
 
@@ -76,6 +87,40 @@ class Batch:
     fresh: torch.Tensor  # ε′ for the hole
 
 
+def network(base):
+    """The base's denoiser: the UNet, or a FLUX base's transformer (docs/methods.md §1.6)."""
+    return base.transformer if base.is_flow else base.unet
+
+
+def forward_fn(base, model):
+    """``fn(x, t, **cond)`` of a network of the base's kind: ε̂ at a discrete t (UNet) or v̂ at t = σ (FLUX)."""
+    return flux_velocity_fn(model) if base.is_flow else unet_eps_fn(model)
+
+
+def generate(base, g_fn, x_T: torch.Tensor, cond: dict) -> torch.Tensor:
+    """G: one step from noise (UNet: t = 999, x̂0 from ε̂; FLUX: x̂0 = x_1 − v̂(x_1, 1))."""
+    if base.is_flow:
+        return one_step_generate_flow(g_fn, x_T, **cond)
+    return one_step_generate(g_fn, x_T, base.alphas_cumprod, **cond)
+
+
+def inversion(base, f_fn, masked_latent: torch.Tensor, cond: dict) -> torch.Tensor:
+    """F: ẑ_T from the masked latent (UNet: ε̂ at t = 500; FLUX: x + (1 − t)·v̂ at t = 0.5)."""
+    return invert_flow(f_fn, masked_latent, **cond) if base.is_flow else invert(f_fn, masked_latent, **cond)
+
+
+def decode(base, z: torch.Tensor, dtype) -> torch.Tensor:
+    """Model-space latents → images in [0, 1]."""
+    vae_latent = base.latent_out(z) if base.is_flow else z / base.scaling_factor
+    return ((base.vae.decode(vae_latent.to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
+
+
+def encode(base, image: torch.Tensor, dtype) -> torch.Tensor:
+    """Images in [0, 1] → model-space latents (the VAE's mean)."""
+    mean = base.vae.encode((image * 2 - 1).to(dtype)).latent_dist.mean.float()
+    return base.latent_in(mean) if base.is_flow else mean * base.scaling_factor
+
+
 @torch.no_grad()
 def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], generator: torch.Generator,
                device, dtype) -> Batch:
@@ -83,21 +128,19 @@ def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], genera
     b, res = cfg.batch_size, cfg.resolution
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     h = w = res // factor
-    channels = base.unet.config.in_channels
+    channels = base.latent_channels if base.is_flow else base.unet.config.in_channels
     picked = [prompts[int(i)] for i in torch.randint(len(prompts), (b,), generator=generator)]
     eps = torch.randn(b, channels, h, w, generator=generator).to(device)
     fresh = torch.randn(b, channels, h, w, generator=generator).to(device)
     pixel_mask = random_hole_masks(b, res, res, generator, cfg.mask_probs).to(device)
     cond = base.encode_prompts(picked, device, (res, res))
-    g_eps = unet_eps_fn(base.unet)
-    z0 = one_step_generate(g_eps, eps.to(dtype), base.alphas_cumprod, **cast_tree(cond, dtype)).float()
-    image = ((base.vae.decode((z0 / base.scaling_factor).to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
+    z0 = generate(base, forward_fn(base, network(base)), eps.to(dtype), cast_tree(cond, dtype)).float()
+    image = decode(base, z0, dtype)
     mask = F.interpolate(pixel_mask, size=(h, w), mode="bilinear", align_corners=False)
     if cfg.masking == "latent":
         masked_latent = black_out(z0, mask)
     else:
-        masked = black_out(image, pixel_mask) * 2 - 1
-        masked_latent = base.vae.encode(masked.to(dtype)).latent_dist.mean.float() * base.scaling_factor
+        masked_latent = encode(base, black_out(image, pixel_mask), dtype)
     return Batch(picked, cond, eps, z0, image, pixel_mask, mask, masked_latent, fresh)
 
 
@@ -107,9 +150,9 @@ def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], genera
 def inverfill_forward(f_eps, g_eps, base: BaseModel, batch: Batch, dtype, reblend: bool = True) -> dict:
     """F → Re-Blend → G, with gradients through G into F's output (``reblend=False``: F → G, the ablation)."""
     cond = cast_tree(batch.cond, dtype)
-    inverted = invert(f_eps, batch.masked_latent.to(dtype), **cond).float()
+    inverted = inversion(base, f_eps, batch.masked_latent.to(dtype), cond).float()
     blended = blended_start(inverted, batch.fresh, batch.mask) if reblend else inverted
-    recon = one_step_generate(g_eps, blended.to(dtype), base.alphas_cumprod, **cond).float()
+    recon = generate(base, g_eps, blended.to(dtype), cond).float()
     return {"inverted": inverted, "blended": blended, "recon": recon}
 
 
@@ -152,7 +195,7 @@ class Adversary:
 @torch.no_grad()
 def evaluate(cfg, base, f_model, eval_batches: list[Batch], dtype) -> float:
     """Held-out reconstruction error of the known region: mean over batches of known_mse(ẑ0, z0)."""
-    f_eps, g_eps = unet_eps_fn(f_model), unet_eps_fn(base.unet)
+    f_eps, g_eps = forward_fn(base, f_model), forward_fn(base, network(base))
     errors = [float(known_mse(inverfill_forward(f_eps, g_eps, base, b, dtype)["recon"], b.z0, b.mask))
               for b in eval_batches]
     return sum(errors) / len(errors)
@@ -161,19 +204,25 @@ def evaluate(cfg, base, f_model, eval_batches: list[Batch], dtype) -> float:
 @torch.no_grad()
 def preview_rows(cfg, base, f_model, batch: Batch, dtype, steps: int = 4) -> list[torch.Tensor]:
     """Masked input | one-step G(ẑ_T^blend) | 4-step blended sampling from ẑ_T^blend | ground truth."""
-    out = inverfill_forward(unet_eps_fn(f_model), unet_eps_fn(base.unet), base, batch, dtype)
-    denoiser = EpsDenoiser(lambda x, t, **c: unet_eps_fn(base.unet)(x.to(dtype), t, **cast_tree(c, dtype)).float(),
-                           base.alphas_cumprod)
-    sigmas = fewstep_sigmas(trailing_timesteps(steps), sigmas_from_alphas_cumprod(base.alphas_cumprod)).to(
-        batch.z0.device)
-    x = out["blended"] * math.sqrt(1 + float(sigmas[0]) ** 2)
+    out = inverfill_forward(forward_fn(base, f_model), forward_fn(base, network(base)), base, batch, dtype)
+    if base.is_flow:  # FLUX: x̂0 = x − σ·v̂, the flow grid through the scheduler's shift, starting at x_1 = ẑ_T^blend
+        velocity = flux_velocity_fn(base.transformer)
+
+        def denoiser(x, sigma, seed=None, **c):
+            return x - sigma.view(-1, 1, 1, 1) * velocity(x.to(dtype), sigma, **cast_tree(c, dtype)).float()
+
+        sigmas = flux_sigmas([1 - k / steps for k in range(steps)], base.shift).to(batch.z0.device)
+        x, renoise = out["blended"], flow_renoise
+    else:
+        denoiser = EpsDenoiser(lambda x, t, **c: unet_eps_fn(base.unet)(x.to(dtype), t, **cast_tree(c, dtype)).float(),
+                               base.alphas_cumprod)
+        sigmas = fewstep_sigmas(trailing_timesteps(steps), sigmas_from_alphas_cumprod(base.alphas_cumprod)).to(
+            batch.z0.device)
+        x, renoise = out["blended"] * math.sqrt(1 + float(sigmas[0]) ** 2), None
     sampled = sample_fewstep_blended(denoiser, x, sigmas, {**batch.cond, "seed": cfg.seed}, disable=True,
-                                     source=batch.z0, mask=batch.mask)
-
-    def decode(z):
-        return ((base.vae.decode((z / base.scaling_factor).to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
-
-    return [black_out(batch.image, batch.pixel_mask), decode(out["recon"]), decode(sampled), batch.image]
+                                     source=batch.z0, mask=batch.mask, **({"renoise": renoise} if renoise else {}))
+    return [black_out(batch.image, batch.pixel_mask), decode(base, out["recon"], dtype),
+            decode(base, sampled, dtype), batch.image]
 
 
 # ---------------------------------------------------------------------------------- training
@@ -189,7 +238,13 @@ def split_prompts(cfg: InverFillConfig) -> tuple[list[str], list[str]]:
 
 
 def check_config(cfg: InverFillConfig) -> None:
-    check_common_config(cfg)
+    check_common_config(cfg, flux=True)
+    if is_flux_folder(cfg.base_model):
+        if cfg.lambda_adv > 0:
+            raise ValueError("lambda_adv: the LADD critic reads a UNet's mid/up blocks; set lambda_adv=0 for a FLUX "
+                             "base (InverFill's DiT runs train without it here)")
+        if cfg.teacher_model:
+            raise ValueError("teacher_model: only the LADD critic reads a teacher, and a FLUX base runs without it")
     if cfg.teacher_model:
         try:
             check_base_model(cfg.teacher_model, cfg.single_file_config or None)
@@ -210,10 +265,10 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     accelerator, compute_dtype, base = start_run(cfg)
     device, rank = accelerator.device, accelerator.process_index
 
-    f_model = copy.deepcopy(base.unet).float().requires_grad_(True).train()
+    f_model = copy.deepcopy(network(base)).float().requires_grad_(True).train()  # F starts as the generator
     if cfg.gradient_checkpointing:
         f_model.enable_gradient_checkpointing()
-        base.unet.enable_gradient_checkpointing()
+        network(base).enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(f_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     adversary = (Adversary(cfg, critic_backbone(cfg, base, device, compute_dtype), device)
                  if cfg.lambda_adv > 0 else None)
@@ -226,7 +281,7 @@ def train(cfg: InverFillConfig, config_path: str = "") -> dict:
     unwrapped = accelerator.unwrap_model(f_model)
     eval_batches = [make_batch(cfg, base, eval_prompts, step_generator(cfg.seed, i, 0, "eval"), device,
                                compute_dtype) for i in range(math.ceil(cfg.eval_count / cfg.batch_size))]
-    f_eps, g_eps = unet_eps_fn(f_model), unet_eps_fn(base.unet)
+    f_eps, g_eps = forward_fn(base, f_model), forward_fn(base, network(base))
 
     def loss(batch, generator, critic_inputs):
         out = inverfill_forward(f_eps, g_eps, base, batch, compute_dtype, cfg.reblend)
@@ -287,8 +342,12 @@ def critic_backbone(cfg: InverFillConfig, base: BaseModel, device, dtype) -> Bas
 
 def export(cfg, config_path, base, model) -> Path:
     """F as InverFill Loader reads it (called with the EMA weights loaded)."""
-    metadata = {"key_format": "diffusers", "inversion_timestep": "500", "masking": cfg.masking,
-                "unet_config": jsonable(base.unet_config)}
+    if base.is_flow:
+        metadata = {"key_format": "diffusers", "architecture": "flux", "inversion_time": "0.5",
+                    "masking": cfg.masking, "transformer_config": jsonable(base.transformer_config)}
+    else:
+        metadata = {"key_format": "diffusers", "inversion_timestep": "500", "masking": cfg.masking,
+                    "unet_config": jsonable(base.unet_config)}
     return export_run(cfg, config_path, MODULE, model.state_dict(), metadata, base=base, kind="inverfill",
                       title="InverFill inversion network",
                       reference="https://arxiv.org/abs/2603.23463",

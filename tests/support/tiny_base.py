@@ -118,6 +118,69 @@ def build_sdxl_base(folder: str | Path, *, seed: int = 0, device: str = "cpu", d
                     CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G, **ids)).to(dtype)]
     return save_base(folder, unet, vae, encoders, 77)
 
+FLUX_TRANSFORMER = {"patch_size": 1, "in_channels": 64, "num_layers": 1, "num_single_layers": 1,
+                    "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": 32,
+                    "pooled_projection_dim": 32, "guidance_embeds": False, "axes_dims_rope": (4, 14, 14)}
+# tests/support/tiny_flow.py's ComfyUI FLUX.1-schnell has the same architecture, so a network trained from this base
+# loads into that MODEL
+
+
+def t5_tokenizer(corpus: list[str]):
+    """A T5 tokenizer (sentencepiece unigram, T5's ids: pad 0, eos 1, unk 2) trained in memory on ``corpus``."""
+    import io
+
+    import sentencepiece
+    from transformers import T5Tokenizer
+
+    buffer = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=buffer, vocab_size=96, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        hard_vocab_limit=False, minloglevel=2)
+    model = sentencepiece.SentencePieceProcessor(model_proto=buffer.getvalue())
+    vocab = [(model.id_to_piece(i), float(model.get_score(i))) for i in range(model.get_piece_size())]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    tokenizer.model_max_length = 32
+    return tokenizer
+
+
+def build_tiny_flux_base(folder: str | Path, *, seed: int = 0, prompts: list[str] | None = None) -> Path:
+    """A tiny random FLUX.1-schnell-layout diffusers folder: transformer/ (FLUX_TRANSFORMER), vae/ (16 channels,
+    FLUX's scale and shift), text_encoder/ + tokenizer/ (CLIP-L, pooled 32), text_encoder_2/ + tokenizer_2/ (T5, 32
+    wide), scheduler/ (flow matching, shift 1)."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    FluxTransformer2DModel(**FLUX_TRANSFORMER).save_pretrained(folder / "transformer")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, norm_num_groups=8, layers_per_block=1,
+                  block_out_channels=(8, 16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.3611, shift_factor=0.1159,
+                  ).save_pretrained(folder / "vae")
+    CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 vocab_size=514, max_position_embeddings=16, bos_token_id=512, eos_token_id=513,
+                                 pad_token_id=513, projection_dim=32)).save_pretrained(folder / "text_encoder")
+    tiny_tokenizer(16).save_pretrained(folder / "tokenizer")
+    corpus = prompts or [line.strip() for line in (Path(__file__).resolve().parents[2] / "trainers" / "configs" /
+                                                   "prompts_example.txt").read_text().splitlines() if line.strip()]
+    t5_tok = t5_tokenizer(corpus)
+    t5_tok.save_pretrained(folder / "tokenizer_2")
+    T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
+                            feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1)
+                   ).save_pretrained(folder / "text_encoder_2")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({
+        "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
+        "use_dynamic_shifting": False}))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder_2": ["transformers", "T5EncoderModel"],
+        "tokenizer_2": ["transformers", "T5Tokenizer"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}))
+    return folder
+
+
 def main() -> int:
     import argparse
 
@@ -125,9 +188,13 @@ def main() -> int:
                                                  "(for the tiny trainer configs).")
     parser.add_argument("folder")
     parser.add_argument("--sd15-shapes", action="store_true", help="SD1.5 detection shapes (ComfyUI loads it)")
+    parser.add_argument("--flux", action="store_true", help="a FLUX.1-schnell-layout folder (transformer/, T5)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(build_tiny_base(args.folder, seed=args.seed, sd15_shapes=args.sd15_shapes))
+    if args.flux:
+        print(build_tiny_flux_base(args.folder, seed=args.seed))
+    else:
+        print(build_tiny_base(args.folder, seed=args.seed, sd15_shapes=args.sd15_shapes))
     return 0
 
 

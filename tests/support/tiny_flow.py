@@ -16,7 +16,7 @@ POOLED_DIM = 32  # Flux's pooled CLIP vector
 UNET_CONFIGS = {
     "flux_schnell": ("FluxSchnell", {
         "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED_DIM,
-        "context_in_dim": CONTEXT_DIM, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+        "context_in_dim": CONTEXT_DIM, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
         "depth_single_blocks": 1, "axes_dim": [4, 14, 14], "theta": 10000, "patch_size": 2, "qkv_bias": True,
         "guidance_embed": False}),
     "qwen_image": ("QwenImage", {

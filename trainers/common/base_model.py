@@ -33,6 +33,7 @@ class BaseModel:
     family: str
     scaling_factor: float
     unet_config: dict = field(default_factory=dict)
+    is_flow: bool = False  # a UNet on a discrete schedule (FluxBase: a flow DiT)
 
     @property
     def is_sdxl(self) -> bool:
@@ -125,8 +126,11 @@ def check_base_model(path: str | Path, single_file_config: str | Path | None = N
     the folder of its configs (trainers call this before they load or create anything)."""
     path = Path(path)
     if path.is_dir():
+        if (path / "transformer").is_dir() and (path / "vae").is_dir():
+            return  # a FLUX-family folder (trainers that take one check it themselves)
         if not (path / "unet").is_dir() or not (path / "vae").is_dir():
-            raise BaseModelError(f"base_model: {path} is not a diffusers folder (needs unet/, vae/, text_encoder/, …)")
+            raise BaseModelError(f"base_model: {path} is not a diffusers folder (needs unet/, vae/, text_encoder/, …; "
+                                 "or transformer/, vae/, … for FLUX)")
         return
     if not path.is_file():
         raise BaseModelError(f"base_model: {path} does not exist "
@@ -144,6 +148,10 @@ def load_base_model(path: str | Path, *, single_file_config: str | Path | None =
     """Load a base model from a diffusers folder or a single ``.safetensors`` checkpoint (never downloads)."""
     check_base_model(path, single_file_config)
     path = Path(path)
+    if path.is_dir() and (path / "transformer").is_dir():
+        from .flux_base import load_flux_base
+
+        return load_flux_base(path, dtype)
     return _from_folder(path, dtype) if path.is_dir() else _from_single_file(path, single_file_config, dtype)
 
 

@@ -142,15 +142,19 @@ def start_run(cfg):
     return accelerator, dtype, base.to(accelerator.device, dtype)
 
 
-def check_common_config(cfg, counts: tuple[str, ...] = COUNTS) -> None:
-    """What every trainer checks first, before anything loads: writable outputs, a usable base model, the export
-    dtype, and counts of at least 1."""
-    from .base_model import check_base_model
+def check_common_config(cfg, counts: tuple[str, ...] = COUNTS, *, flux: bool = False) -> None:
+    """What every trainer checks first, before anything loads: writable outputs, a usable base model (a FLUX
+    folder only where the trainer takes one: ``flux``), the export dtype, and counts of at least 1."""
+    from .base_model import BaseModelError, check_base_model
+    from .flux_base import is_flux_folder
 
     check_output_paths(cfg)
     if not cfg.base_model:
         raise ValueError("base_model: set it to a local diffusers folder or single-file checkpoint")
     check_base_model(cfg.base_model, cfg.single_file_config or None)
+    if not flux and is_flux_folder(cfg.base_model):
+        raise BaseModelError(f"base_model: {cfg.base_model} is a FLUX folder (transformer/); this trainer trains "
+                             "for UNet bases (SD1.5/SD2.1/SDXL); trainers.inverfill takes FLUX")
     if cfg.export_dtype not in EXPORT_DTYPES:
         raise ValueError(f"export_dtype: {cfg.export_dtype!r} is not fp32, fp16 or bf16")
     for name in counts:
