@@ -14,11 +14,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import host_arguments, masked_scene, start_from_arguments, tiny_sd15
+from comfy_host import host_arguments, masked_scene, start_from_arguments, time_alternating, tiny_sd15
 
 
 def main() -> int:
@@ -64,16 +63,7 @@ def main() -> int:
                                        latent)
 
     runs = {"rad": rad, "core": core, "repaint": repaint}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.inference_mode():
-        for fn in runs.values():
-            fn()
-        order = list(runs)
-        for r in range(args.repeats):
-            for name in order if r % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                runs[name]()
-                times[name].append(time.perf_counter() - start)
+    times = time_alternating(runs, args.repeats)
     per_step = {k: statistics.median(v) / args.steps for k, v in times.items()}
     report = {"checkpoint": Path(checkpoint).name, "size": args.size, "steps": args.steps,
               "resample": args.resample, "device": str(mm.get_torch_device()),
