@@ -52,14 +52,17 @@ def test_version_is_consistent():
     assert version == pyproject()["project"]["version"]
 
 
-def test_ci_runs_the_readme_test_command_with_pinned_torch():
+def test_ci_runs_the_readme_set_up_and_test_commands_with_pinned_torch():
+    """.ci/run sets up with README's set-up command (tools/setup.sh, in a fresh venv) and runs README's test command;
+    the set-up pins the torch pair and installs the pack's, trainers' and tests' requirements."""
     readme = (REPO / "README.md").read_text()
-    assert f"```bash\n{TEST_COMMAND}\n```" in readme
+    assert f"```bash\n{TEST_COMMAND}\n```" in readme and "bash tools/setup.sh" in readme
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert TEST_COMMAND in ci_lines
-    ci = (REPO / ".ci" / "run").read_text()
-    assert "torch==2.14.1 torchvision==0.29.1" in ci and "python3 -m venv" in ci
-    assert "-r requirements.txt" in ci and "-r tests/requirements.txt" in ci
+    assert 'COMFYUI_DIR="$comfyui" bash tools/setup.sh "$work/venv"' in ci_lines
+    ci, setup = (REPO / ".ci" / "run").read_text(), (REPO / "tools" / "setup.sh").read_text()
+    assert "torch==2.14.1 torchvision==0.29.1" in setup and "python3 -m venv" in setup
+    assert "-r requirements.txt -r tests/requirements.txt" in setup and "sam2==1.1.0" in setup
     assert 'export COMFYUI_DIR="$comfyui"' in ci and "shared/comfyui/ComfyUI-0.3.64" in ci, "CI runs the real host"
 
 
