@@ -21,7 +21,7 @@ Run from the repository root with ComfyUI's Python (the pack's requirements inst
 
 ``--smoke`` runs the same stages on the CPU at tiny sizes (the tests' SD1.5-shaped checkpoint and base, the tiny
 trainer configs, 64² images); tests/test_device_suite.py runs it in CI so the suite cannot rot. Its timings mean
-nothing. The figures of a GPU run go into README ("Device figures").
+nothing. The figures of a GPU run go into docs/development.md ("Device figures").
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Every row runs through the pack's core/ functions (the ones the nodes call) on t
 semantics; trained rows load the method weights the pack's trainers made on it (benchmarks/world/trained).
 Edit cases run TurboEdit's rows (benchmarks/edit_quality.py). Writes DIR/quality.json, DIR/quality.md (the tables),
 DIR/contact_sheet.png (per inpainting case: input | mask | every row) and DIR/edit_contact_sheet.png (per edit:
-source | target | changed pixels | every edit row). The case format is documented in README ("Quality benchmark").
+source | target | changed pixels | every edit row). The case format is documented in docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def _box_of(mask: np.ndarray) -> list[int]:
 
 
 def load_cases(path: str | Path) -> list[dict]:
-    """Cases from a JSON file ({"cases": [...]}, README "Quality benchmark"); relative image paths resolve
+    """Cases from a JSON file ({"cases": [...]}, docs/benchmarks.md, the case format); relative image paths resolve
     against the file's folder."""
     path = Path(path)
     data = json.loads(path.read_text())
@@ -648,8 +648,8 @@ def aggregate(per_case: list[dict]) -> dict:
 
 def paired(report: dict, a: str, b: str, key: str = "hole_psnr_db") -> dict:
     """Row a minus row b on the same cases: mean difference of ``key``, its standard error, and the cases where a is
-    ahead (PSNR, semantic and the edit measures: higher; MSE, seam and colour shift: lower) — how README states
-    "ties" and "beats"; edit rows too."""
+    ahead (PSNR, semantic and the edit measures: higher; MSE, seam and colour shift: lower) — how
+    docs/benchmarks.md states "ties" and "beats"; edit rows too."""
     rows = {r["name"]: {c["id"]: c for c in r["per_case"]} for r in report["rows"] + report.get("edit_rows", [])}
     common = [i for i in rows[a] if key in rows[a][i] and key in rows[b].get(i, {})]
     diffs = np.array([rows[a][i][key] - rows[b][i][key] for i in common])

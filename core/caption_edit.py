@@ -1,6 +1,6 @@
 """Caption edits for TurboEdit: one attribute of a detailed caption changed (Wu et al. 2024, Sec. 3.3).
 
-Rules (documented in the README):
+Rules (documented in the Caption Editor row of docs/nodes.md's node table):
 - an edit is ``old → new`` (``->``, ``=>`` and ``→`` all work), or ``attribute: value`` for a built-in
   attribute (color, material, season, time of day, weather) whose single current value is found in
   the caption;

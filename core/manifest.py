@@ -111,7 +111,7 @@ def missing_weight_message(kind: str, filename: str, folders: list[str], entry: 
     if entry is None:
         how = (
             "it is not listed in weights_manifest.json; train it with the pack's trainer for "
-            f"'{kind}' (README, 'Trainers') or copy the file there"
+            f"'{kind}' (docs/trainers.md, 'Trainers') or copy the file there"
         )
     else:
         how = how_to_make(entry)

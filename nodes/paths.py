@@ -131,7 +131,7 @@ def load_weight_file(kind: str, filename: str) -> tuple[dict, dict]:
 @contextlib.contextmanager
 def input_named(input_name: str):
     """Prefix a loader's error with the node input that chose the file ("network_name: x.safetensors: …"),
-    so the message names both the file and the widget to change (README, Bad input)."""
+    so the message names both the file and the widget to change (docs/nodes.md, 'Bad input')."""
     try:
         yield
     except (ValueError, FileNotFoundError) as err:

@@ -23,7 +23,8 @@ from .support.processes import CHILD_THREADS, SAFETY_TIMEOUT_S, pinned_env
 
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "fewstep_pack"
-COMFYUI_SKIP_REASON = "needs COMFYUI_DIR: a ComfyUI checkout importable in this interpreter (README, Development)"
+COMFYUI_SKIP_REASON = ("needs COMFYUI_DIR: a ComfyUI checkout importable in this interpreter "
+                       "(docs/development.md, 'Development')")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -48,7 +49,8 @@ def _import_real_comfyui() -> bool:
         if not os.environ.get("COMFYUI_PYTHON"):
             raise pytest.UsageError(
                 f"COMFYUI_DIR={comfy_dir} is set but ComfyUI does not import in this interpreter ({err}); install its "
-                "requirements here (README, Development) or set COMFYUI_PYTHON to ComfyUI's own interpreter") from err
+                "requirements here (docs/development.md, 'Development') or set COMFYUI_PYTHON to ComfyUI's own "
+                "interpreter") from err
         sys.path.remove(os.path.abspath(comfy_dir))
         for name in [m for m in sys.modules if m == "comfy" or m.startswith(("comfy.", "comfy_api", "folder_paths"))]:
             del sys.modules[name]
@@ -148,7 +150,7 @@ def run_module(module: str, args: list[str], *, launcher: list[str] | None = Non
 
 def fails_before_loading(monkeypatch, trainer: str, args: list[str], message: str) -> None:
     """``python -m trainers.<trainer> args`` (in-process) raises a ValueError matching ``message`` before it
-    loads a model or sets up the run (README: "before anything loads")."""
+    loads a model or sets up the run (docs/nodes.md: "before anything loads")."""
     import importlib
 
     module = importlib.import_module(f"trainers.{trainer}")

@@ -5,7 +5,7 @@ each template with the app's own ``loadGraphData``. Asserts: no alert, toast or 
 missing node type, every widget value kept as the template has it, and ``graphToPrompt()`` equal to the
 template's API twin (seeds aside). A screenshot of each template goes to ``FEWSTEP_ARTIFACTS`` (default
 ``<pytest tmp>/browser``). Skips, saying why, without ComfyUI, Selenium, Chromium or chromedriver
-(how to run it: README, Development).
+(how to run it: docs/development.md, 'Development').
 """
 from __future__ import annotations
 
@@ -29,13 +29,15 @@ SEED_INPUTS = {"seed", "noise_seed"}
 
 def _skip_reason() -> str | None:
     if not REAL_COMFYUI:
-        return "needs COMFYUI_DIR: a ComfyUI checkout importable in this interpreter (README, Development)"
+        return ("needs COMFYUI_DIR: a ComfyUI checkout importable in this interpreter "
+                "(docs/development.md, 'Development')")
     try:
         import selenium  # noqa: F401
     except ImportError:
-        return "needs Selenium (pip install selenium; README, Development)"
+        return "needs Selenium (pip install selenium; docs/development.md, 'Development')"
     if not CHROMIUM or not CHROMEDRIVER:
-        return "needs Chromium and chromedriver on PATH (apt-get install chromium chromium-driver; README, Development)"
+        return ("needs Chromium and chromedriver on PATH (apt-get install chromium chromium-driver; "
+                "docs/development.md, 'Development')")
     return None
 
 

@@ -171,7 +171,8 @@ def test_blended_sampler_with_differential_diffusion(sd15, conds):
     ("noise", "noise: contains 1024 NaN/inf"),
 ])
 def test_blended_sampler_names_non_finite_inputs(sd15, conds, where, message, bad):
-    """README's Bad input rows: NaN or ±inf in the LATENT, its noise_mask or the NOISE is named, nothing sampled."""
+    """docs/nodes.md's Bad input rows: NaN or ±inf in the LATENT, its noise_mask or the NOISE is named, nothing
+    sampled."""
     import comfy.samplers
     from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced
 

@@ -168,7 +168,7 @@ def test_bad_inputs_are_named(sd15, conds):
 ])
 def test_unsupported_models_are_refused_naming_model(sd15, conds, kind, message):
     """v-prediction and flow models (patched by core's ModelSamplingDiscrete / ModelSamplingSD3), and a MODEL
-    whose diffusion model is not a UNet: README's refusals, raised before anything is sampled."""
+    whose diffusion model is not a UNet: docs/nodes.md's refusals, raised before anything is sampled."""
     from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete, ModelSamplingSD3
 
     model, _, _ = sd15

@@ -276,7 +276,7 @@ def test_trained_encoder_replays_held_out_images_as_the_trainer_measured_them(
     from the image latent as that of the encoder it started from (the trainer's done-when, here in ComfyUI).
 
     On this random-weight base the reconstruction stays far from the image in absolute terms, and part of the
-    gain comes from the encoder's learned output statistics rather than from reading the image (README,
+    gain comes from the encoder's learned output statistics rather than from reading the image (docs/trainers.md,
     TurboEdit trainer): (1) is what pins the ComfyUI path to what was trained."""
     from diffusers import UNet2DConditionModel
 

@@ -1,5 +1,6 @@
 """benchmarks/device_suite.py --smoke: the device check runs end to end on the CPU at tiny sizes, so the GPU run
-finds working code (the smoke's timings mean nothing; the figures come from a GPU, README "Device figures")."""
+finds working code (the smoke's timings mean nothing; the figures come from a GPU: docs/development.md,
+"Device figures")."""
 from __future__ import annotations
 
 import json

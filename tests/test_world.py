@@ -182,7 +182,7 @@ def test_committed_weights_match_their_sha256_and_size_limits():
 
 
 TARGET_UNMET = ("issue 12's target (student, 4 steps, >= 80 % caption agreement) is not met by the committed "
-                "CPU-built world: README, 'What holds at this scale'")
+                "CPU-built world: docs/benchmarks.md, 'What holds at this scale'")
 
 
 def test_committed_judge_meets_its_target_as_reported():
@@ -228,11 +228,11 @@ def test_exact_composite_keeps_known_pixels_exact_on_the_world(ci_rows):
 
 
 def test_measured_ordering_of_blended_sampler_and_core_blend_is_pinned(ci_rows):
-    """Measured 2026-12-01 on the committed world, these 12 cases (README, quality table for all 48): FewStep
-    Blended Sampler 4 steps hole PSNR 21.81 dB, seam 4.315; core's blend 22.00 dB, seam 3.709 (on all 48: 19.92 vs
-    20.48 dB, paired −0.56 ± 0.33; seam 2.54 vs 2.48). They tie in PSNR; on these 12 core's seam is lower. Pinned:
-    PSNR within 1 dB of each other, our seam at most 1.0 above core's, with floors so that a broken blend (a sign
-    error, a wrong σ scaling: 14–17 dB, as the 1-step and no-LoRA RAD rows show) fails."""
+    """Measured 2026-12-01 on the committed world, these 12 cases (docs/benchmarks.md, quality table for all 48):
+    FewStep Blended Sampler 4 steps hole PSNR 21.81 dB, seam 4.315; core's blend 22.00 dB, seam 3.709 (on all 48:
+    19.92 vs 20.48 dB, paired −0.56 ± 0.33; seam 2.54 vs 2.48). They tie in PSNR; on these 12 core's seam is lower.
+    Pinned: PSNR within 1 dB of each other, our seam at most 1.0 above core's, with floors so that a broken blend (a
+    sign error, a wrong σ scaling: 14–17 dB, as the 1-step and no-LoRA RAD rows show) fails."""
     ours, core = ci_rows["fewstep_4"], ci_rows["core_blend_4"]
     assert abs(ours["hole_psnr_db"] - core["hole_psnr_db"]) <= 1.0
     assert ours["seam_score"] - core["seam_score"] <= 1.0
@@ -241,9 +241,9 @@ def test_measured_ordering_of_blended_sampler_and_core_blend_is_pinned(ci_rows):
 
 
 def test_prefill_blur_row_is_pinned(world):
-    """Measured 2026-12-04 on these 12 cases (all 48: README, 'What holds at this scale'): FewStep Crop's prefill
-    blur before the 4-step blended sampler, hole PSNR 22.01 dB, seam 4.296 (fewstep_4 21.81 / 4.315). Pinned: the
-    known pixels exact, within 1 dB of the blended sampler, and above the floor a broken fill would miss."""
+    """Measured 2026-12-04 on these 12 cases (all 48: docs/benchmarks.md, 'What holds at this scale'): FewStep
+    Crop's prefill blur before the 4-step blended sampler, hole PSNR 22.01 dB, seam 4.296 (fewstep_4 21.81 / 4.315).
+    Pinned: the known pixels exact, within 1 dB of the blended sampler, and above the floor a broken fill would miss."""
     rows = {r.name: r for r in quality.all_rows()}
     results, _ = quality.run_rows(world, quality.materialise(CI_CASES), [rows["fewstep_4_prefill_blur"]])
     m = results[0]["metrics"]
@@ -397,8 +397,8 @@ def rad_rows(world):
 
 
 def test_rad_lora_effect_is_pinned(rad_rows):
-    """Measured 2026-12-02 on these 12 cases (all 48: README, 'RAD on the world'): hole PSNR without the LoRA
-    16.47 dB (seam 6.08), with the Perlin-trained LoRA 20.11 (3.73), with the pixel-trained LoRA 16.80 (4.21),
+    """Measured 2026-12-02 on these 12 cases (all 48: docs/benchmarks.md, 'RAD on the world'): hole PSNR without the
+    LoRA 16.47 dB (seam 6.08), with the Perlin-trained LoRA 20.11 (3.73), with the pixel-trained LoRA 16.80 (4.21),
     FewStep Blended Sampler 21.81 (4.32). Pinned with margins: the LoRA is what makes RAD work (≥ 2 dB and ≥ 1 seam
     better than without), it stays within 3 dB of the blended sampler, and Perlin training beats independent
     pixels (RAD's ablation) by ≥ 1 dB."""
@@ -463,9 +463,9 @@ def inverfill_rows(world):
 
 
 def test_inverfill_effect_is_pinned(inverfill_rows):
-    """Measured 2026-12-04 on these 12 cases (all 48: README, 'InverFill on the world'): the same sampler from plain
-    seeded noise 21.98 dB hole PSNR (seam 3.75), from InverFill's start 23.53 (3.04), paired +1.55 ± 0.51. Pinned
-    with margins: ≥ 0.5 dB and ≥ 0.3 seam better, the known region still exact."""
+    """Measured 2026-12-04 on these 12 cases (all 48: docs/benchmarks.md, 'InverFill on the world'): the same sampler
+    from plain seeded noise 21.98 dB hole PSNR (seam 3.75), from InverFill's start 23.53 (3.04), paired +1.55 ± 0.51.
+    Pinned with margins: ≥ 0.5 dB and ≥ 0.3 seam better, the known region still exact."""
     plain, inverfill = inverfill_rows["fewstep_4_known_start"], inverfill_rows["inverfill_4"]
     assert inverfill["hole_psnr_db"] >= plain["hole_psnr_db"] + 0.5
     assert inverfill["seam_score"] <= plain["seam_score"] - 0.3
@@ -551,8 +551,8 @@ def turbofill_rows(world):
 
 
 def test_turbofill_effect_is_pinned(turbofill_rows):
-    """Measured 2026-12-04 on these 12 cases (all 48: README, 'TurboFill on the world'): hole PSNR without the
-    adapter 21.81 dB, with it 18.31 (background holes 38.41 → 26.16, half objects 16.05 → 18.24); trained without
+    """Measured 2026-12-04 on these 12 cases (all 48: docs/benchmarks.md, 'TurboFill on the world'): hole PSNR without
+    the adapter 21.81 dB, with it 18.31 (background holes 38.41 → 26.16, half objects 16.05 → 18.24); trained without
     L_BG 17.46, ring colour shift 17.84 vs 15.24. Pinned as it came out, with margins: TurboFill loses to the plain
     sampler overall (≥ 1.5 dB) because it breaks background holes (≥ 5 dB), and L_BG keeps the hole's edge colour
     (≥ 1 unit less shift than without it)."""
@@ -608,7 +608,8 @@ def test_turbofill_through_the_nodes_equals_the_benchmark_row(world, pack_nodes)
 
 
 def test_paired_differences_and_hole_kinds_of_a_report():
-    """README's "+x ± se (n ahead)" figures: row a minus row b case by case; PSNR ahead = higher, seam = lower."""
+    """docs/benchmarks.md's "+x ± se (n ahead)" figures: row a minus row b case by case; PSNR ahead = higher, seam =
+    lower."""
     def row(name, values):
         return {"name": name, "per_case": [{"id": i, "hole_psnr_db": p, "seam_score": s}
                                            for i, (p, s) in values.items()]}
@@ -720,7 +721,7 @@ def edit_rows(world):
 
 def test_turboedit_effects_are_pinned(edit_rows):
     """Measured 2026-12-04 on these 24 edits, 8 each of colour, shape and background
-    (all 48: README, 'TurboEdit on the world'). Pinned as they came out, with margins:
+    (all 48: docs/benchmarks.md, 'TurboEdit on the world'). Pinned as they came out, with margins:
     - NFE as the paper counts them: the encoder inverts in 8 passes (4 encoder + 4 student) and edits in 4; the
       exact inversion in 4 + 4; the 1-step encoder in 2 + 1;
     - reconstruction: the exact inversion gives the source back (25.48 dB, the VAE's own), the 4-step encoder

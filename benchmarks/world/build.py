@@ -223,7 +223,8 @@ class Builder:
         1000 steps the x̂0 error at t = 999 was 2.65, worse than predicting zero, conditional ≈ unconditional).
         The training noise carries an offset per image and channel (``offset_noise``): SD's schedule keeps
         √ᾱ_999 = 0.068 of the image at t = 999, so the colour (the latent's per-channel mean) leaks through the
-        noise and plain training never learns to choose it from the caption (README, 'What holds at this scale')."""
+        noise and plain training never learns to choose it from the caption
+        (docs/benchmarks.md, 'What holds at this scale')."""
         folder = self.work / "teacher"
         if not folder.is_dir():
             self.timed("teacher", lambda: self._train_teacher(folder, latents))
