@@ -87,38 +87,43 @@ class Batch:
     fresh: torch.Tensor  # ε′ for the hole
 
 
+def is_flow(base) -> bool:
+    """A FLUX base (trainers.common.flux_base) rather than a UNet one (anything without ``is_flow`` is a UNet)."""
+    return bool(getattr(base, "is_flow", False))
+
+
 def network(base):
     """The base's denoiser: the UNet, or a FLUX base's transformer (docs/methods.md §1.6)."""
-    return base.transformer if base.is_flow else base.unet
+    return base.transformer if is_flow(base) else base.unet
 
 
 def forward_fn(base, model):
     """``fn(x, t, **cond)`` of a network of the base's kind: ε̂ at a discrete t (UNet) or v̂ at t = σ (FLUX)."""
-    return flux_velocity_fn(model) if base.is_flow else unet_eps_fn(model)
+    return flux_velocity_fn(model) if is_flow(base) else unet_eps_fn(model)
 
 
 def generate(base, g_fn, x_T: torch.Tensor, cond: dict) -> torch.Tensor:
     """G: one step from noise (UNet: t = 999, x̂0 from ε̂; FLUX: x̂0 = x_1 − v̂(x_1, 1))."""
-    if base.is_flow:
+    if is_flow(base):
         return one_step_generate_flow(g_fn, x_T, **cond)
     return one_step_generate(g_fn, x_T, base.alphas_cumprod, **cond)
 
 
 def inversion(base, f_fn, masked_latent: torch.Tensor, cond: dict) -> torch.Tensor:
     """F: ẑ_T from the masked latent (UNet: ε̂ at t = 500; FLUX: x + (1 − t)·v̂ at t = 0.5)."""
-    return invert_flow(f_fn, masked_latent, **cond) if base.is_flow else invert(f_fn, masked_latent, **cond)
+    return invert_flow(f_fn, masked_latent, **cond) if is_flow(base) else invert(f_fn, masked_latent, **cond)
 
 
 def decode(base, z: torch.Tensor, dtype) -> torch.Tensor:
     """Model-space latents → images in [0, 1]."""
-    vae_latent = base.latent_out(z) if base.is_flow else z / base.scaling_factor
+    vae_latent = base.latent_out(z) if is_flow(base) else z / base.scaling_factor
     return ((base.vae.decode(vae_latent.to(dtype)).sample.float() + 1) / 2).clamp(0, 1)
 
 
 def encode(base, image: torch.Tensor, dtype) -> torch.Tensor:
     """Images in [0, 1] → model-space latents (the VAE's mean)."""
     mean = base.vae.encode((image * 2 - 1).to(dtype)).latent_dist.mean.float()
-    return base.latent_in(mean) if base.is_flow else mean * base.scaling_factor
+    return base.latent_in(mean) if is_flow(base) else mean * base.scaling_factor
 
 
 @torch.no_grad()
@@ -128,7 +133,7 @@ def make_batch(cfg: InverFillConfig, base: BaseModel, prompts: list[str], genera
     b, res = cfg.batch_size, cfg.resolution
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     h = w = res // factor
-    channels = base.latent_channels if base.is_flow else base.unet.config.in_channels
+    channels = base.latent_channels if is_flow(base) else base.unet.config.in_channels
     picked = [prompts[int(i)] for i in torch.randint(len(prompts), (b,), generator=generator)]
     eps = torch.randn(b, channels, h, w, generator=generator).to(device)
     fresh = torch.randn(b, channels, h, w, generator=generator).to(device)
@@ -205,7 +210,7 @@ def evaluate(cfg, base, f_model, eval_batches: list[Batch], dtype) -> float:
 def preview_rows(cfg, base, f_model, batch: Batch, dtype, steps: int = 4) -> list[torch.Tensor]:
     """Masked input | one-step G(ẑ_T^blend) | 4-step blended sampling from ẑ_T^blend | ground truth."""
     out = inverfill_forward(forward_fn(base, f_model), forward_fn(base, network(base)), base, batch, dtype)
-    if base.is_flow:  # FLUX: x̂0 = x − σ·v̂, the flow grid through the scheduler's shift, starting at x_1 = ẑ_T^blend
+    if is_flow(base):  # FLUX: x̂0 = x − σ·v̂, the flow grid through the scheduler's shift, starting at x_1 = ẑ_T^blend
         velocity = flux_velocity_fn(base.transformer)
 
         def denoiser(x, sigma, seed=None, **c):
@@ -342,7 +347,7 @@ def critic_backbone(cfg: InverFillConfig, base: BaseModel, device, dtype) -> Bas
 
 def export(cfg, config_path, base, model) -> Path:
     """F as InverFill Loader reads it (called with the EMA weights loaded)."""
-    if base.is_flow:
+    if is_flow(base):
         metadata = {"key_format": "diffusers", "architecture": "flux", "inversion_time": "0.5",
                     "masking": cfg.masking, "transformer_config": jsonable(base.transformer_config)}
     else:
