@@ -108,21 +108,19 @@ def masked_scene(model, clip, size: int, steps: int):
     return conds, latent, sigmas
 
 
-def time_alternating(runs: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each of ``runs`` (name → zero-argument function) under inference mode: one warm-up each, then
-    ``repeats`` rounds in alternating order (forwards, then backwards) to cancel order effects."""
+
+def alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of ``runs`` (name → zero-argument function): one warm-up each, then ``repeats`` rounds in
+    alternating order (forwards, then backwards) to cancel order effects."""
     import time
 
-    import torch
-
     times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.inference_mode():
-        for fn in runs.values():
-            fn()
-        order = list(runs)
-        for r in range(repeats):
-            for name in order if r % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                runs[name]()
-                times[name].append(time.perf_counter() - start)
+    for fn in runs.values():
+        fn()
+    order = list(runs)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
     return times

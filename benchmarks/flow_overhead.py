@@ -19,7 +19,7 @@ import statistics
 import sys
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import centre_box_mask, host_arguments, start_from_arguments, test_support, time_alternating
+from comfy_host import alternate, centre_box_mask, host_arguments, start_from_arguments, test_support
 
 FLUX_SIZES = {"hidden_size": 768, "num_heads": 6, "depth": 2, "depth_single_blocks": 4, "mlp_ratio": 4.0,
               "axes_dim": [16, 56, 56]}
@@ -64,7 +64,8 @@ def main() -> int:
         RegionAwareSampler.execute(model=model, positive=conds, latent=latent, steps=args.steps, seed=1)
 
     runs = {"core": core, "blended": ours, "rad": rad}
-    times = time_alternating(runs, args.repeats)
+    with torch.inference_mode():
+        times = alternate(runs, args.repeats)
     per_step = {k: statistics.median(v) / args.steps for k, v in times.items()}
     report = {"model": f"random FLUX.1-schnell architecture, {parameters / 1e6:.0f} M parameters", "sizes": FLUX_SIZES,
               "size": args.size, "steps": args.steps, "device": str(mm.get_torch_device()),

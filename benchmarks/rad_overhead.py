@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import host_arguments, masked_scene, start_from_arguments, time_alternating, tiny_sd15
+from comfy_host import alternate, host_arguments, masked_scene, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
@@ -63,7 +63,8 @@ def main() -> int:
                                        latent)
 
     runs = {"rad": rad, "core": core, "repaint": repaint}
-    times = time_alternating(runs, args.repeats)
+    with torch.inference_mode():
+        times = alternate(runs, args.repeats)
     per_step = {k: statistics.median(v) / args.steps for k, v in times.items()}
     report = {"checkpoint": Path(checkpoint).name, "size": args.size, "steps": args.steps,
               "resample": args.resample, "device": str(mm.get_torch_device()),

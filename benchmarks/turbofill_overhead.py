@@ -15,11 +15,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import centre_box_mask, host_arguments, start_comfyui, tiny_sd15
+from comfy_host import alternate, centre_box_mask, host_arguments, start_comfyui, tiny_sd15
 
 REPO = Path(__file__).resolve().parent.parent
 SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2,
@@ -28,20 +27,6 @@ SDXL_UNET = dict(sample_size=128, block_out_channels=(320, 640, 1280), layers_pe
                  transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
                  addition_embed_type="text_time", addition_time_embed_dim=256,
                  projection_class_embeddings_input_dim=2816, use_linear_projection=True)
-
-
-def alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
-    """Warm each run once, then time them in alternating order."""
-    times = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()
-    order = list(runs)
-    for r in range(repeats):
-        for name in order if r % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def randomise_residual_convs(adapter, seed: int = 0) -> None:
