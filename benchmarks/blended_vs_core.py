@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import host_arguments, masked_scene, start_from_arguments, tiny_sd15
+from comfy_host import guided_sample, host_arguments, masked_scene, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
     import torch
 
     import nodes as comfy_nodes
-    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
     from fewstep_pack.nodes.sampler import FewStepBlendedSampler
 
@@ -37,12 +37,7 @@ def main() -> int:
     ours_sampler = FewStepBlendedSampler.execute(hole_init="source").result[0]
 
     def ours() -> None:
-        import comfy.samplers
-
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(conds, conds)
-        guider.set_cfg(1.0)
-        SamplerCustomAdvanced().sample(Noise_RandomNoise(1), guider, ours_sampler, sigmas, latent)
+        guided_sample(model, conds, Noise_RandomNoise(1), ours_sampler, sigmas, latent)
 
     def core() -> None:
         comfy_nodes.common_ksampler(model, 1, args.steps, 1.0, "lcm", "sgm_uniform", conds, conds, latent)

@@ -124,3 +124,14 @@ def alternate(runs: dict, repeats: int) -> dict[str, list[float]]:
             runs[name]()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def guided_sample(model, conds, noise, sampler, sigmas, latent: dict):
+    """SamplerCustomAdvanced with a cfg-1 CFGGuider on ``conds`` (one model call per step): the sampled samples."""
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(conds, conds)
+    guider.set_cfg(1.0)
+    return SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, latent)[0]["samples"]

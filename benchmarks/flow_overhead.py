@@ -19,7 +19,7 @@ import statistics
 import sys
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import alternate, centre_box_mask, host_arguments, start_from_arguments, test_support
+from comfy_host import alternate, centre_box_mask, guided_sample, host_arguments, start_from_arguments, test_support
 
 FLUX_SIZES = {"hidden_size": 768, "num_heads": 6, "depth": 2, "depth_single_blocks": 4, "mlp_ratio": 4.0,
               "axes_dim": [16, 56, 56]}
@@ -33,9 +33,8 @@ def main() -> int:
     import torch
 
     import comfy.model_management as mm
-    import comfy.samplers
     import nodes as comfy_nodes
-    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
     from fewstep_pack.nodes.rad import RegionAwareSampler
     from fewstep_pack.nodes.sampler import FewStepBlendedSampler
@@ -55,10 +54,7 @@ def main() -> int:
         comfy_nodes.common_ksampler(model, 1, args.steps, 1.0, "euler", "simple", conds, conds, latent)
 
     def ours():
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(conds, conds)
-        guider.set_cfg(1.0)
-        SamplerCustomAdvanced().sample(Noise_RandomNoise(1), guider, blended, sigmas, latent)
+        guided_sample(model, conds, Noise_RandomNoise(1), blended, sigmas, latent)
 
     def rad():
         RegionAwareSampler.execute(model=model, positive=conds, latent=latent, steps=args.steps, seed=1)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/ is on sys.path when a benchmark runs as a script
-from comfy_host import alternate, host_arguments, masked_scene, start_from_arguments, tiny_sd15
+from comfy_host import alternate, guided_sample, host_arguments, masked_scene, start_from_arguments, tiny_sd15
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
     import comfy.sd
     import comfy.utils
     import nodes as comfy_nodes
-    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
     from fewstep_pack.nodes.rad import RegionAwareSampler
 
@@ -56,11 +56,7 @@ def main() -> int:
         comfy_nodes.common_ksampler(model, 1, args.steps, 1.0, "lcm", "sgm_uniform", conds, conds, latent)
 
     def repaint():
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(conds, conds)
-        guider.set_cfg(1.0)
-        SamplerCustomAdvanced().sample(Noise_RandomNoise(1), guider, comfy.samplers.KSAMPLER(repaint_fn), sigmas,
-                                       latent)
+        guided_sample(model, conds, Noise_RandomNoise(1), comfy.samplers.KSAMPLER(repaint_fn), sigmas, latent)
 
     runs = {"rad": rad, "core": core, "repaint": repaint}
     with torch.inference_mode():

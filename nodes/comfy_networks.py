@@ -78,23 +78,29 @@ def shape_problems(expected: dict, given: dict) -> list[str]:
     return problems
 
 
+@torch.no_grad()
+def run_diffusion_model(patcher, x: torch.Tensor, t: torch.Tensor, **conds) -> torch.Tensor:
+    """The raw output of a network's diffusion model for model-space ``x`` at ``t``, loaded by ComfyUI onto its device
+    in the model's dtype (``conds``: tensors or None, cast alike); float32 on the CPU."""
+    mm.load_models_gpu([patcher])
+    net = patcher.model
+    device = patcher.load_device
+    dtype = net.manual_cast_dtype or net.get_dtype()
+    out = net.diffusion_model(x.to(device, dtype), t.to(device).float(),
+                              **{k: None if v is None else v.to(device, dtype) for k, v in conds.items()})
+    mm.throw_exception_if_processing_interrupted()
+    return out.float().cpu()
+
+
 class UNetNetwork:
     """A ModelPatcher around a UNet of the MODEL's architecture, plus the file's metadata."""
 
     def __init__(self, patcher, metadata: dict, family: str, name: str):
         self.patcher, self.metadata, self.family, self.name = patcher, metadata, family, name
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The raw UNet output for model-space ``x`` at discrete timesteps ``t`` (float32, CPU)."""
-        mm.load_models_gpu([self.patcher])
-        net = self.patcher.model
-        device = self.patcher.load_device
-        dtype = net.manual_cast_dtype or net.get_dtype()
-        out = net.diffusion_model(x.to(device, dtype), t.to(device).float(), context=context.to(device, dtype),
-                                  y=None if y is None else y.to(device, dtype))
-        mm.throw_exception_if_processing_interrupted()
-        return out.float().cpu()
+        return run_diffusion_model(self.patcher, x, t, context=context, y=y)
 
     def adm(self, cond: dict, batch: int, width: int, height: int) -> torch.Tensor | None:
         """SDXL's pooled-text + size vector ``y`` (None for SD1.x/2.x), as ComfyUI builds it."""
@@ -131,26 +137,14 @@ def build_unet_network(model, state_dict: dict, metadata: dict, name: str, kind:
     return UNetNetwork(patcher, metadata, family, name)
 
 
-class FluxNetwork:
+class FluxNetwork(UNetNetwork):
     """A ModelPatcher around a FLUX DiT of the MODEL's architecture (diffusers keys converted with ComfyUI's own map),
     plus the file's metadata."""
 
-    def __init__(self, patcher, metadata: dict, family: str, name: str):
-        self.patcher, self.metadata, self.family, self.name = patcher, metadata, family, name
-
-    @torch.no_grad()
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
         """The raw DiT output (the velocity) for model-space ``x`` at t = σ (float32, CPU)."""
-        mm.load_models_gpu([self.patcher])
-        net = self.patcher.model
-        device = self.patcher.load_device
-        dtype = net.manual_cast_dtype or net.get_dtype()
-        out = net.diffusion_model(x.to(device, dtype), t.to(device).float(), context=context.to(device, dtype),
-                                  y=None if y is None else y.to(device, dtype),
-                                  guidance=None if guidance is None else guidance.to(device, dtype))
-        mm.throw_exception_if_processing_interrupted()
-        return out.float().cpu()
+        return run_diffusion_model(self.patcher, x, t, context=context, y=y, guidance=guidance)
 
 
 def build_flux_network(model, state_dict: dict, metadata: dict, name: str, kind: str) -> FluxNetwork:
