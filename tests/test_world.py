@@ -135,6 +135,9 @@ def test_miniature_build_writes_the_formats_the_pack_takes(mini_world):
     for key in ("judge_accuracy", "vae_psnr_db", "caption_agreement"):
         assert key in report["world"]
     assert set(report["world"]["caption_agreement"]) == {"student_1", "student_2", "student_4", "teacher_50"}
+    by_attribute = report["world"]["caption_agreement_by_attribute"]
+    assert set(by_attribute) == set(report["world"]["caption_agreement"])
+    assert all({"bg_kind", "bg_first", "overall"} <= set(kinds) for kinds in by_attribute.values())
     for name in ("turbo", "teacher"):
         base = load_base_model(mini_world / name)  # what every trainer's base_model loads
         assert base.family == "custom" and base.unet.config.sample_size == 16
@@ -155,6 +158,54 @@ def test_rebuilding_resumes_from_finished_stages_and_reproduces_the_files(mini_w
     proc = run_module("benchmarks.world", ["build", "--out", str(again), "--preset", "mini"], threads=2)
     assert "vae_run" not in proc.stderr and "teacher_run" not in proc.stderr, "finished stages must be skipped"
     assert json.loads((again / "world.json").read_text())["files"] == second
+
+
+def test_measure_reproduces_a_built_worlds_figures_without_writing(mini_world):
+    """``measure`` re-reads a built world (the committed one by default) with the build's own figures code."""
+    before = {p: p.stat().st_mtime_ns for p in mini_world.rglob("*") if p.is_file()}
+    proc = run_module("benchmarks.world", ["measure", "--world", str(mini_world)], threads=2)
+    figures = json.loads(proc.stdout)
+    built = json.loads((mini_world / "world.json").read_text())["world"]
+    for key in ("caption_agreement", "caption_agreement_by_attribute", "teacher_one_step_by_attribute",
+                "judge_accuracy", "vae_psnr_db"):
+        assert figures[key] == built[key], key
+    assert {p: p.stat().st_mtime_ns for p in mini_world.rglob("*") if p.is_file()} == before
+
+
+def test_set_overrides_one_field_and_a_bad_one_is_named():
+    from benchmarks.world.build import BuildConfig
+
+    cfg = BuildConfig.preset("mini").with_overrides(["teacher_steps=9", "offset_noise=0.1"])
+    assert (cfg.teacher_steps, cfg.offset_noise, cfg.vae_steps) == (9, 0.1, BuildConfig.preset("mini").vae_steps)
+    for bad, named in (("teacher_step=9", "teacher_step=9"), ("teacher_steps=1.5", "teacher_steps"),
+                       ("seed=3", "--seed")):
+        proc = run_module("benchmarks.world", ["build", "--out", "unused", "--preset", "mini", "--set", bad],
+                          check=False)
+        assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_probe_masks_cover_each_object_at_latent_resolution():
+    from benchmarks.world.probe import object_masks
+
+    item = scene.scene(scene.seed_of("train", 3))
+    mask = object_masks([item])[0, 0]
+    union = item["visible"].sum(0) > 0.5
+    assert mask.shape == (16, 16) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    cells = torch.from_numpy(union).reshape(16, 4, 16, 4).any(dim=3).any(dim=1)
+    assert bool((mask[cells] == 1).all()) and 0 < int(mask.sum()) < 256
+
+
+def test_probe_trains_a_teacher_variant_and_logs_what_it_learned(tmp_path):
+    run_module("benchmarks.world.probe", ["--out", str(tmp_path), "--steps", "2", "--batch", "4",
+                                          "--train-scenes", "16", "--eval-scenes", "4", "--eval-every", "1",
+                                          "--object-weight", "6"], threads=2)
+    rows = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["object_weight"] == 6.0
+    for row in rows:
+        assert 0.0 <= row["caption_agreement"] <= 1.0 and {"bg_kind", "shape", "colour"} <= set(row["by_attribute"])
+        assert set(row["one_step_by_attribute"]) == {"500", "700", "850", "950"}
+    proc = run_module("benchmarks.world.probe", ["--out", str(tmp_path), "--steps", "0"], check=False)
+    assert proc.returncode == 2 and "--steps" in proc.stderr
 
 
 def test_a_build_refuses_a_folder_of_another_config(mini_world):

@@ -58,6 +58,20 @@ class BuildConfig:
                        student_batch=8, checkpoint_every=3)
         raise ValueError(f"preset: {name!r} is not one of full, mini")
 
+    def with_overrides(self, pairs: list[str]) -> "BuildConfig":
+        """A copy with ``KEY=VALUE`` fields replaced (``--set``), each value parsed as its field's type."""
+        values = asdict(self)
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            if not sep or key not in values or key == "seed":
+                raise ValueError(f"--set: {pair!r} is not KEY=VALUE with KEY one of "
+                                 f"{', '.join(k for k in values if k != 'seed')} (the seed has --seed)")
+            try:
+                values[key] = type(values[key])(text)
+            except ValueError:
+                raise ValueError(f"--set: {key} is a {type(values[key]).__name__} field; {text!r} is not one") from None
+        return BuildConfig(**values)
+
 
 class Builder:
     def __init__(self, out: Path, cfg: BuildConfig, device: str = "cpu"):
@@ -244,15 +258,8 @@ class Builder:
             idx = rng.integers(len(captions), size=self.cfg.teacher_batch)
             drop = rng.random(len(idx)) < 0.1
             texts = ["" if d else captions[i] for i, d in zip(idx, drop)]
-            x0 = latents[idx].to(self.device)
-            gen = self.torch_gen("teacher", step)
-            t = torch.randint(0, 1000, (len(idx),), generator=gen).to(self.device)
-            eps = offset_noise(x0.shape, self.cfg.offset_noise, gen).to(self.device)
-            a = abar[t].view(-1, 1, 1, 1)
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-            pred = unet(xt, t, encoder_hidden_states=sampling.encode_text(text, tokenizer, texts, self.device)).sample
-            weight = (1.0 / a.flatten()).clamp(max=50.0)  # ‖ε−ε̂‖²/ᾱ_t: the v-loss, capped (see the docstring)
-            return (weight * (pred - eps).pow(2).mean(dim=(1, 2, 3))).mean()
+            return teacher_loss(unet, text, tokenizer, latents[idx].to(self.device), texts,
+                                self.torch_gen("teacher", step), self.cfg.offset_noise, abar)
 
         self.loop("teacher_run", {"unet": unet, "text": text}, opt, self.cfg.teacher_steps, step_fn, ema=ema)
         unet.load_state_dict(ema.full_state_dict(unet))
@@ -377,36 +384,88 @@ class Builder:
         shutil.copyfile(self.work / "judge.safetensors", self.out / "judge.safetensors.tmp")
         os.replace(self.out / "judge.safetensors.tmp", self.out / "judge.safetensors")
 
-    @torch.no_grad()
     def report(self, vae, judge, teacher, student, text) -> dict:
-        tokenizer = models.word_tokenizer()
-        test = [scene.scene(scene.seed_of("test", i)) for i in range(self.cfg.eval_scenes)]
-        images = torch.from_numpy(np.stack([s["image"] for s in test])).permute(0, 3, 1, 2).to(self.device)
-        recon = decode(vae, vae.encode(images * 2 - 1).latent_dist.mean)
-        psnr = float((10 * torch.log10(1.0 / (recon - images).pow(2).mean(dim=(1, 2, 3)))).mean())
-        accuracy = judge_accuracy(judge, test, images, self.device)
-        accuracy_recon = judge_accuracy(judge, test, recon, self.device)
-        cond = sampling.encode_text(text, tokenizer, [s["caption"] for s in test], self.device)
-        uncond = sampling.encode_text(text, tokenizer, [""], self.device)
-        shape = (len(test), 4, 16, 16)
-        agreement, exact = {}, {}
-        runs = {f"student_{n}": lambda n=n: sampling.sample_student(
-                    sampling.guided(sampling.unet_denoiser(student), cond, None, 1.0), shape, 7, n)
-                for n in (1, 2, 4)}
-        runs["teacher_50"] = lambda: sampling.sample_teacher(
-            sampling.guided(sampling.unet_denoiser(teacher), cond, uncond, self.cfg.cfg_scale), shape, 7, 50)
-        samples = {}
-        for name, run in tqdm(runs.items(), desc="world: caption agreement"):
-            latents = run().to(self.device)
-            samples[name] = decode(vae, latents / vae.config.scaling_factor)
-            agreement[name], exact[name] = caption_agreement(judge, test, samples[name], self.device)
-        save_contact_sheet(self.out / "samples.png", images, samples, rows=8)
-        return {"world": {"judge_accuracy": accuracy["overall"], "judge_accuracy_by_head": accuracy,
-                          "judge_accuracy_on_vae_reconstructions": accuracy_recon["overall"],
-                          "vae_psnr_db": round(psnr, 2), "caption_agreement": agreement,
-                          "caption_all_attributes_right": exact, "eval_scenes": len(test),
-                          "cfg_scale_teacher": self.cfg.cfg_scale},
-                "config": asdict(self.cfg), "device": str(self.device), "threads": torch.get_num_threads()}
+        figures, samples = measure(vae, judge, teacher, student, text, self.cfg.eval_scenes, self.cfg.cfg_scale,
+                                   self.device)
+        save_contact_sheet(self.out / "samples.png", samples.pop("test"), samples, rows=8)
+        return {"world": figures, "config": asdict(self.cfg), "device": str(self.device),
+                "threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def measure(vae, judge, teacher, student, text, eval_scenes: int, cfg_scale: float, device="cpu") -> tuple[dict, dict]:
+    """The world's figures on the first ``eval_scenes`` test scenes: VAE PSNR, the judge's accuracy, and caption
+    agreement of text-to-image samples (student 1/2/4 steps, teacher 50 steps with CFG), overall and per attribute
+    kind (``judge_accuracy`` read on the samples), and the teacher's one-step reading (``one_step_agreement``); and
+    the decoded samples by run, plus the test images."""
+    tokenizer = models.word_tokenizer()
+    test = [scene.scene(scene.seed_of("test", i)) for i in range(eval_scenes)]
+    images = torch.from_numpy(np.stack([s["image"] for s in test])).permute(0, 3, 1, 2).to(device)
+    recon = decode(vae, vae.encode(images * 2 - 1).latent_dist.mean)
+    psnr = float((10 * torch.log10(1.0 / (recon - images).pow(2).mean(dim=(1, 2, 3)))).mean())
+    accuracy = judge_accuracy(judge, test, images, device)
+    accuracy_recon = judge_accuracy(judge, test, recon, device)
+    cond = sampling.encode_text(text, tokenizer, [s["caption"] for s in test], device)
+    uncond = sampling.encode_text(text, tokenizer, [""], device)
+    shape = (len(test), 4, 16, 16)
+    agreement, exact, by_attribute = {}, {}, {}
+    runs = {f"student_{n}": lambda n=n: sampling.sample_student(
+                sampling.guided(sampling.unet_denoiser(student), cond, None, 1.0), shape, 7, n)
+            for n in (1, 2, 4)}
+    runs["teacher_50"] = lambda: sampling.sample_teacher(
+        sampling.guided(sampling.unet_denoiser(teacher), cond, uncond, cfg_scale), shape, 7, 50)
+    samples = {}
+    for name, run in tqdm(runs.items(), desc="world: caption agreement"):
+        latents = run().to(device)
+        samples[name] = decode(vae, latents / vae.config.scaling_factor)
+        agreement[name], exact[name] = caption_agreement(judge, test, samples[name], device)
+        by_attribute[name] = judge_accuracy(judge, test, samples[name], device)
+    figures = {"judge_accuracy": accuracy["overall"], "judge_accuracy_by_head": accuracy,
+               "judge_accuracy_on_vae_reconstructions": accuracy_recon["overall"],
+               "vae_psnr_db": round(psnr, 2), "caption_agreement": agreement,
+               "caption_agreement_by_attribute": by_attribute,
+               "teacher_one_step_by_attribute": one_step_agreement(vae, judge, teacher, text, test, images, device),
+               "caption_all_attributes_right": exact, "eval_scenes": len(test), "cfg_scale_teacher": cfg_scale}
+    return figures, {"test": images, **samples}
+
+
+@torch.no_grad()
+def one_step_agreement(vae, judge, unet, text, test: list, images: torch.Tensor, device="cpu",
+                       timesteps=(500, 700, 850, 950)) -> dict:
+    """Per timestep t: the judge's per-attribute reading of the teacher's one-step x̂0 from the test images noised to
+    t (fixed noise, caption given). The caption fixes every colour, so a net that binds the caption's words to
+    positions gets the objects' colours right at any t, even where x̂0 is too blurry for shapes; a net at chance
+    there never learned to place objects from the text, whatever its samples' backgrounds show."""
+    tokenizer = models.word_tokenizer()
+    x0 = vae.encode(images * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+    cond = sampling.encode_text(text, tokenizer, [s["caption"] for s in test], device)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    abar = sampling.scaled_linear_alphas_cumprod().to(torch.float32).to(device)
+    out = {}
+    for t in timesteps:
+        a = abar[t]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        pred = unet(xt, torch.full((len(test),), t, device=device), encoder_hidden_states=cond).sample
+        x0_hat = (xt - (1 - a).sqrt() * pred) / a.sqrt()
+        out[str(t)] = judge_accuracy(judge, test, decode(vae, x0_hat / vae.config.scaling_factor), device)
+    return out
+
+
+def teacher_loss(unet, text, tokenizer, x0: torch.Tensor, texts: list[str], gen: torch.Generator,
+                 offset: float, abar: torch.Tensor, pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The teacher's loss on one batch (``Builder.teacher``'s docstring): t uniform, offset noise, the ε error
+    weighted by min(1/ᾱ_t, 50); ``pixel_weight`` (B,1,h,w) also weights it per latent pixel (benchmarks.world.probe)."""
+    device = x0.device
+    t = torch.randint(0, 1000, (len(x0),), generator=gen).to(device)
+    eps = offset_noise(x0.shape, offset, gen).to(device)
+    a = abar[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    pred = unet(xt, t, encoder_hidden_states=sampling.encode_text(text, tokenizer, texts, device)).sample
+    weight = (1.0 / a.flatten()).clamp(max=50.0)  # ‖ε−ε̂‖²/ᾱ_t: the v-loss, capped (see Builder.teacher)
+    error = (pred - eps).pow(2)
+    if pixel_weight is not None:
+        error = error * pixel_weight.to(device)
+    return (weight * error.mean(dim=(1, 2, 3))).mean()
 
 
 def offset_noise(shape, strength: float, generator: torch.Generator) -> torch.Tensor:

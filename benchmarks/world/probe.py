@@ -1,0 +1,127 @@
+"""Probe a teacher recipe without rebuilding the world: train a fresh text encoder + teacher UNet with the build's
+loss (``build.teacher_loss``) on the committed world's VAE latents, and read what it learned every few steps.
+
+    python -m benchmarks.world.probe --out runs/probe_b16 --steps 4800 --batch 16 --eval-every 2400
+    python -m benchmarks.world.probe --out runs/probe_objw --steps 4800 --batch 16 --object-weight 6
+
+Each evaluation (EMA weights) appends a line to OUT/probe.jsonl: caption agreement of 20-step CFG-3 samples of the
+first ``--eval-scenes`` test scenes, overall and per attribute kind, and the one-step x̂0 reading
+(``build.one_step_agreement``). ``--object-weight W`` weights the loss by 1 + W inside the objects' masks. What the
+probes found is in docs/benchmarks.md ('What holds at this scale'); they start from scratch and write only OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import WEIGHTS, models, sampling, scene
+from .build import decode, one_step_agreement, teacher_loss
+from .judge import caption_agreement, judge_accuracy
+
+
+def object_masks(scenes: list[dict], scale_down: int = models.VAE_SCALE_DOWN) -> torch.Tensor:
+    """(N,1,h,w) latent-resolution masks of every scene's objects (max over each latent cell's pixels)."""
+    masks = np.stack([s["visible"].sum(0).clip(0, 1) if len(s["visible"]) else np.zeros((scene.SIZE,) * 2, np.float32)
+                      for s in scenes])
+    return F.max_pool2d(torch.from_numpy(masks).unsqueeze(1), scale_down)
+
+
+@torch.no_grad()
+def evaluate(vae, judge, unet, text, tokenizer, test: list[dict], cfg_scale: float = 3.0) -> dict:
+    """Caption agreement (overall, per attribute kind) of 20-step CFG samples, and the one-step x̂0 reading."""
+    cond = sampling.encode_text(text, tokenizer, [s["caption"] for s in test])
+    uncond = sampling.encode_text(text, tokenizer, [""])
+    latents = sampling.sample_teacher(sampling.guided(sampling.unet_denoiser(unet), cond, uncond, cfg_scale),
+                                      (len(test), 4, 16, 16), 7, 20)
+    samples = decode(vae, latents / vae.config.scaling_factor)
+    images = torch.from_numpy(np.stack([s["image"] for s in test])).permute(0, 3, 1, 2)
+    agreement, all_right = caption_agreement(judge, test, samples)
+    return {"caption_agreement": agreement, "all_right": all_right,
+            "by_attribute": judge_accuracy(judge, test, samples),
+            "one_step_by_attribute": one_step_agreement(vae, judge, unet, text, test, images)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.world.probe", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--world", default=str(WEIGHTS), help="a built world: its VAE and judge are used")
+    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--offset-noise", type=float, default=0.3)
+    parser.add_argument("--object-weight", type=float, default=0.0)
+    parser.add_argument("--ema", type=float, default=0.99)
+    parser.add_argument("--train-scenes", type=int, default=12000)
+    parser.add_argument("--eval-scenes", type=int, default=128)
+    parser.add_argument("--eval-every", type=int, default=2400)
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch", "train_scenes", "eval_scenes", "eval_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    torch.set_num_threads(args.threads)
+    from benchmarks.quality import load_world
+    from trainers.common.ema import EMA
+
+    world = load_world(args.world)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scenes = [scene.scene(scene.seed_of("train", i)) for i in range(args.train_scenes)]
+    images = torch.from_numpy(np.stack([s["image"] for s in scenes])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        latents = torch.cat([world.vae.encode(images[i:i + 256] * 2 - 1).latent_dist.mean * world.scaling_factor
+                             for i in range(0, len(images), 256)])
+    pixel = 1.0 + args.object_weight * object_masks(scenes)
+    captions = [s["caption"] for s in scenes]
+    test = [scene.scene(scene.seed_of("test", i)) for i in range(args.eval_scenes)]
+    torch.manual_seed(args.seed)
+    tokenizer = models.word_tokenizer()
+    unet, text = models.unet(), models.text_encoder(len(tokenizer))
+    params = list(unet.parameters()) + list(text.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    emas = (EMA(unet, args.ema), EMA(text, args.ema))
+    abar = sampling.scaled_linear_alphas_cumprod().to(torch.float32)
+    log = out / "probe.jsonl"
+    t0 = time.perf_counter()
+    for step in tqdm(range(args.steps), desc="probe: teacher"):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / 50)
+        rng = np.random.default_rng([args.seed, step])
+        idx = rng.integers(len(captions), size=args.batch)
+        texts = ["" if d else captions[i] for i, d in zip(idx, rng.random(len(idx)) < 0.1)]
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        loss = teacher_loss(unet, text, tokenizer, latents[idx], texts, gen, args.offset_noise, abar,
+                            pixel[idx] if args.object_weight else None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        for ema, module in zip(emas, (unet, text)):
+            ema.update(module, step)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            averaged = [copy.deepcopy(m) for m in (unet, text)]
+            for ema, module in zip(emas, averaged):
+                module.load_state_dict(ema.full_state_dict(module))
+                module.eval()
+            row = {"step": step + 1, "seconds": round(time.perf_counter() - t0, 1), "loss": round(loss.item(), 4),
+                   **{k: v for k, v in vars(args).items() if k not in ("out", "world", "threads")},
+                   **evaluate(world.vae, world.judge, averaged[0], averaged[1], tokenizer, test)}
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row[k] for k in ("step", "seconds", "caption_agreement", "by_attribute")}),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
