@@ -208,6 +208,60 @@ def test_probe_trains_a_teacher_variant_and_logs_what_it_learned(tmp_path):
     assert proc.returncode == 2 and "--steps" in proc.stderr
 
 
+def test_slot_encoder_gives_one_token_per_object_and_zeros_for_the_rest():
+    from benchmarks.world.probe import SlotEncoder
+
+    items = [scene.scene(scene.seed_of("train", i)) for i in range(12)]
+    item = next(s for s in items if len(s["params"]["objects"]) < 3)
+    slots = SlotEncoder(items)
+    objects, present, background = slots.features(item["caption"])
+    count = len(item["params"]["objects"])
+    assert present.tolist() == [1.0] * count + [0.0] * (3 - count)
+    assert objects.sum(1).tolist() == [4.0] * count + [0.0] * (3 - count)  # shape, colour, size, cell
+    assert background.sum() == len(item["params"]["background"]["colours"]) + 1
+    tokens = slots([item["caption"], ""])
+    assert tokens.shape == (2, 4, models.TEXT_WIDTH)
+    assert bool((tokens[0, 1 + count:] == 0).all()) and bool((tokens[1] == 0).all())
+    assert bool((tokens[0, :1 + count].abs().sum(-1) > 0).all())
+
+
+def test_teacher_loss_t_min_draws_only_high_noise_levels():
+    from types import SimpleNamespace
+
+    from benchmarks.world.build import teacher_loss
+
+    seen = []
+
+    def unet(x, t, encoder_hidden_states):
+        seen.extend(t.tolist())
+        return SimpleNamespace(sample=torch.zeros_like(x))
+
+    abar = sampling.scaled_linear_alphas_cumprod().to(torch.float32)
+    for t_min in (0, 900):
+        seen.clear()
+        loss = teacher_loss(unet, lambda texts: torch.zeros(len(texts), 2, 8), torch.zeros(64, 4, 4, 4), ["a"] * 64,
+                            torch.Generator().manual_seed(0), 0.3, abar, t_min=t_min)
+        assert torch.isfinite(loss) and min(seen) >= t_min and max(seen) <= 999
+    assert min(seen) >= 900 and len(set(seen)) > 20
+
+
+def test_probe_diagnostics_slots_coords_and_one_step_reading(tmp_path):
+    from benchmarks.world.probe import CoordUNet
+
+    net = CoordUNet()
+    out = net(torch.zeros(2, 4, 16, 16), torch.tensor([999, 10]), encoder_hidden_states=torch.zeros(2, 4, 64))
+    assert out.sample.shape == (2, 4, 16, 16) and net.grid[0, 0, 0, -1] == 1 and net.grid[0, 1, -1, 0] == 1
+    run_module("benchmarks.world.probe", ["--out", str(tmp_path), "--steps", "2", "--batch", "4",
+                                          "--train-scenes", "16", "--eval-scenes", "4", "--eval-every", "2",
+                                          "--conditioning", "slots", "--coords", "--t-min", "900",
+                                          "--eval", "one-step"], threads=2)
+    (row,) = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    assert row["conditioning"] == "slots" and row["coords"] and row["t_min"] == 900
+    assert "caption_agreement" not in row and set(row["one_step_by_attribute"]) == {"950"}
+    proc = run_module("benchmarks.world.probe", ["--out", str(tmp_path), "--t-min", "1000"], check=False)
+    assert proc.returncode == 2 and "--t-min" in proc.stderr
+
+
 def test_a_build_refuses_a_folder_of_another_config(mini_world):
     proc = run_module("benchmarks.world", ["build", "--out", str(mini_world), "--preset", "full"], check=False)
     assert proc.returncode != 0 and "another config" in proc.stderr

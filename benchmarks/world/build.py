@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -258,8 +259,8 @@ class Builder:
             idx = rng.integers(len(captions), size=self.cfg.teacher_batch)
             drop = rng.random(len(idx)) < 0.1
             texts = ["" if d else captions[i] for i, d in zip(idx, drop)]
-            return teacher_loss(unet, text, tokenizer, latents[idx].to(self.device), texts,
-                                self.torch_gen("teacher", step), self.cfg.offset_noise, abar)
+            return teacher_loss(unet, caption_encoder(text, tokenizer, self.device), latents[idx].to(self.device),
+                                texts, self.torch_gen("teacher", step), self.cfg.offset_noise, abar)
 
         self.loop("teacher_run", {"unet": unet, "text": text}, opt, self.cfg.teacher_steps, step_fn, ema=ema)
         unet.load_state_dict(ema.full_state_dict(unet))
@@ -405,8 +406,8 @@ def measure(vae, judge, teacher, student, text, eval_scenes: int, cfg_scale: flo
     psnr = float((10 * torch.log10(1.0 / (recon - images).pow(2).mean(dim=(1, 2, 3)))).mean())
     accuracy = judge_accuracy(judge, test, images, device)
     accuracy_recon = judge_accuracy(judge, test, recon, device)
-    cond = sampling.encode_text(text, tokenizer, [s["caption"] for s in test], device)
-    uncond = sampling.encode_text(text, tokenizer, [""], device)
+    encode = caption_encoder(text, tokenizer, device)
+    cond, uncond = encode([s["caption"] for s in test]), encode([""])
     shape = (len(test), 4, 16, 16)
     agreement, exact, by_attribute = {}, {}, {}
     runs = {f"student_{n}": lambda n=n: sampling.sample_student(
@@ -424,21 +425,26 @@ def measure(vae, judge, teacher, student, text, eval_scenes: int, cfg_scale: flo
                "judge_accuracy_on_vae_reconstructions": accuracy_recon["overall"],
                "vae_psnr_db": round(psnr, 2), "caption_agreement": agreement,
                "caption_agreement_by_attribute": by_attribute,
-               "teacher_one_step_by_attribute": one_step_agreement(vae, judge, teacher, text, test, images, device),
+               "teacher_one_step_by_attribute": one_step_agreement(vae, judge, teacher, encode, test, images, device),
                "caption_all_attributes_right": exact, "eval_scenes": len(test), "cfg_scale_teacher": cfg_scale}
     return figures, {"test": images, **samples}
 
 
+def caption_encoder(text, tokenizer, device="cpu") -> Callable[[list[str]], torch.Tensor]:
+    """``encode(captions) -> (B, tokens, width)``: the CLIP text encoder's hidden states (SD's conditioning)."""
+    return lambda captions: sampling.encode_text(text, tokenizer, captions, device)
+
+
 @torch.no_grad()
-def one_step_agreement(vae, judge, unet, text, test: list, images: torch.Tensor, device="cpu",
+def one_step_agreement(vae, judge, unet, encode: Callable, test: list, images: torch.Tensor, device="cpu",
                        timesteps=(500, 700, 850, 950)) -> dict:
     """Per timestep t: the judge's per-attribute reading of the teacher's one-step x̂0 from the test images noised to
-    t (fixed noise, caption given). The caption fixes every colour, so a net that binds the caption's words to
-    positions gets the objects' colours right at any t, even where x̂0 is too blurry for shapes; a net at chance
-    there never learned to place objects from the text, whatever its samples' backgrounds show."""
-    tokenizer = models.word_tokenizer()
+    t (fixed noise, caption given through ``encode``, e.g. ``caption_encoder``). The caption fixes every colour, so a
+    net that binds the caption's words to positions gets the objects' colours right at any t, even where x̂0 is too
+    blurry for shapes; a net at chance there never learned to place objects from the text, whatever its samples'
+    backgrounds show."""
     x0 = vae.encode(images * 2 - 1).latent_dist.mean * vae.config.scaling_factor
-    cond = sampling.encode_text(text, tokenizer, [s["caption"] for s in test], device)
+    cond = encode([s["caption"] for s in test])
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(device)
     abar = sampling.scaled_linear_alphas_cumprod().to(torch.float32).to(device)
     out = {}
@@ -451,16 +457,19 @@ def one_step_agreement(vae, judge, unet, text, test: list, images: torch.Tensor,
     return out
 
 
-def teacher_loss(unet, text, tokenizer, x0: torch.Tensor, texts: list[str], gen: torch.Generator,
-                 offset: float, abar: torch.Tensor, pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+def teacher_loss(unet, encode: Callable, x0: torch.Tensor, texts: list[str], gen: torch.Generator,
+                 offset: float, abar: torch.Tensor, pixel_weight: torch.Tensor | None = None,
+                 t_min: int = 0) -> torch.Tensor:
     """The teacher's loss on one batch (``Builder.teacher``'s docstring): t uniform, offset noise, the ε error
-    weighted by min(1/ᾱ_t, 50); ``pixel_weight`` (B,1,h,w) also weights it per latent pixel (benchmarks.world.probe)."""
+    weighted by min(1/ᾱ_t, 50), the captions conditioned through ``encode`` (``caption_encoder``). For
+    benchmarks.world.probe: ``pixel_weight`` (B,1,h,w) also weights it per latent pixel, ``t_min`` draws t from
+    [t_min, 999] only."""
     device = x0.device
-    t = torch.randint(0, 1000, (len(x0),), generator=gen).to(device)
+    t = torch.randint(t_min, 1000, (len(x0),), generator=gen).to(device)
     eps = offset_noise(x0.shape, offset, gen).to(device)
     a = abar[t].view(-1, 1, 1, 1)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    pred = unet(xt, t, encoder_hidden_states=sampling.encode_text(text, tokenizer, texts, device)).sample
+    pred = unet(xt, t, encoder_hidden_states=encode(texts)).sample
     weight = (1.0 / a.flatten()).clamp(max=50.0)  # ‖ε−ε̂‖²/ᾱ_t: the v-loss, capped (see Builder.teacher)
     error = (pred - eps).pow(2)
     if pixel_weight is not None:
