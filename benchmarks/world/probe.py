@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import WEIGHTS, models, sampling, scene
 from .build import caption_encoder, decode, one_step_agreement, teacher_loss
-from .judge import caption_agreement, judge_accuracy
+from .judge import background_labels, caption_agreement, judge_accuracy
 
 
 def object_masks(scenes: list[dict], scale_down: int = models.VAE_SCALE_DOWN) -> torch.Tensor:
@@ -52,19 +52,19 @@ class SlotEncoder(nn.Module):
 
     def __init__(self, scenes: list[dict], width: int = models.TEXT_WIDTH):
         super().__init__()
-        self.params = {s["caption"]: s["params"] for s in scenes}
         self.object, self.background = nn.Linear(self.OBJECT, width), nn.Linear(self.BACKGROUND, width)
+        self.table = {"": (torch.zeros(3, self.OBJECT), torch.zeros(3), torch.zeros(self.BACKGROUND))}
+        self.table.update({s["caption"]: self.one_hots(s["params"]) for s in scenes})  # once, not per step
 
-    def features(self, caption: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @classmethod
+    def one_hots(cls, params: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(3, OBJECT) object one-hots, (3,) which are present, (BACKGROUND,) background one-hots."""
-        objects, present, background = torch.zeros(3, self.OBJECT), torch.zeros(3), torch.zeros(self.BACKGROUND)
-        if not caption:
-            return objects, present, background
-        params = self.params[caption]
-        bg = params["background"]
-        background[scene.BACKGROUNDS.index(bg["kind"])] = 1
-        for k, colour in enumerate(bg["colours"]):
-            background[len(scene.BACKGROUNDS) + k * len(scene.COLOUR_NAMES) + scene.COLOUR_NAMES.index(colour)] = 1
+        objects, present, background = torch.zeros(3, cls.OBJECT), torch.zeros(3), torch.zeros(cls.BACKGROUND)
+        labels = background_labels(params)
+        background[labels["bg_kind"]] = 1
+        background[len(scene.BACKGROUNDS) + labels["bg_first"]] = 1
+        if labels["bg_second"] != models.NONE_COLOUR:
+            background[len(scene.BACKGROUNDS) + len(scene.COLOUR_NAMES) + labels["bg_second"]] = 1
         offsets = np.cumsum([0, len(scene.SHAPES), len(scene.COLOUR_NAMES), len(scene.SIZES)])
         for j, obj in enumerate(params["objects"]):
             present[j] = 1
@@ -73,6 +73,10 @@ class SlotEncoder(nn.Module):
             for offset, index in zip(offsets, indices):
                 objects[j, offset + index] = 1
         return objects, present, background
+
+    def features(self, caption: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``one_hots`` of a known caption's scene (all zeros for the empty caption)."""
+        return self.table[caption]
 
     def forward(self, captions: list[str]) -> torch.Tensor:
         objects, present, background = (torch.stack(x) for x in zip(*map(self.features, captions)))
