@@ -184,8 +184,35 @@ def test_set_overrides_one_field_and_a_bad_one_is_named():
         assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_probe_masks_cover_each_object_at_latent_resolution():
-    from benchmarks.world.probe import object_masks
+def test_the_full_preset_is_the_committed_worlds_config_and_the_teacher_phase_is_off_in_it():
+    """``build`` with no --set rebuilds the committed world: fields added since it was built are at values that
+    leave its steps unchanged (no high-noise phase, no object weight)."""
+    from dataclasses import asdict
+
+    from benchmarks.world.build import BuildConfig, teacher_recipe
+
+    committed = json.loads((WEIGHTS / "world.json").read_text())["config"]
+    full = asdict(BuildConfig.preset("full"))
+    assert {k: full[k] for k in committed} == committed
+    added = {k: full[k] for k in full if k not in committed}
+    assert added.get("teacher_phase_steps", 0) == 0 and added.get("teacher_object_weight", 0.0) == 0.0
+    assert teacher_recipe(BuildConfig(), 5) == {"stage": "teacher", "step": 5, "batch": 64, "t_min": 0,
+                                                "object_weight": 0.0}
+
+
+def test_the_teacher_phase_comes_first_then_the_full_range_counts_its_own_steps():
+    from benchmarks.world.build import BuildConfig, teacher_recipe
+
+    cfg = BuildConfig().with_overrides(["teacher_phase_steps=3", "teacher_object_weight=2"])
+    first, last, after = (teacher_recipe(cfg, step) for step in (0, 2, 3))
+    assert first == {"stage": "teacher_phase", "step": 0, "batch": cfg.teacher_phase_batch,
+                     "t_min": cfg.teacher_phase_t_min, "object_weight": cfg.teacher_phase_object_weight}
+    assert last["stage"] == "teacher_phase" and last["step"] == 2
+    assert after == {"stage": "teacher", "step": 0, "batch": 64, "t_min": 0, "object_weight": 2.0}
+
+
+def test_probe_object_masks_cover_each_object_at_latent_resolution():
+    from benchmarks.world.build import object_masks
 
     item = scene.scene(scene.seed_of("train", 3))
     mask = object_masks([item])[0, 0]

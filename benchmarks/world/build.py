@@ -41,6 +41,11 @@ class BuildConfig:
     judge_batch: int = 64
     teacher_steps: int = 2600
     teacher_batch: int = 64
+    teacher_object_weight: float = 0.0
+    teacher_phase_steps: int = 0
+    teacher_phase_batch: int = 16
+    teacher_phase_t_min: int = 850
+    teacher_phase_object_weight: float = 10.0
     offset_noise: float = 0.3
     cfg_scale: float = 3.0
     trajectories: int = 2048
@@ -55,7 +60,8 @@ class BuildConfig:
             return cls()
         if name == "mini":
             return cls(train_scenes=96, eval_scenes=8, vae_steps=4, vae_batch=8, judge_steps=4, judge_batch=8,
-                       teacher_steps=6, teacher_batch=8, trajectories=16, trajectory_steps=4, student_steps=4,
+                       teacher_steps=6, teacher_batch=8, teacher_object_weight=3.0, teacher_phase_steps=2,
+                       teacher_phase_batch=4, trajectories=16, trajectory_steps=4, student_steps=4,
                        student_batch=8, checkpoint_every=3)
         raise ValueError(f"preset: {name!r} is not one of full, mini")
 
@@ -239,7 +245,9 @@ class Builder:
         The training noise carries an offset per image and channel (``offset_noise``): SD's schedule keeps
         √ᾱ_999 = 0.068 of the image at t = 999, so the colour (the latent's per-channel mean) leaks through the
         noise and plain training never learns to choose it from the caption
-        (docs/benchmarks.md, 'What holds at this scale')."""
+        (docs/benchmarks.md, 'What holds at this scale'). An optional first phase (``teacher_phase_steps``,
+        ``teacher_recipe``) trains on high noise only with the objects' latent cells weighted up, where the caption
+        alone must place the objects; ``teacher_object_weight`` weights them in the full-range steps."""
         folder = self.work / "teacher"
         if not folder.is_dir():
             self.timed("teacher", lambda: self._train_teacher(folder, latents))
@@ -252,17 +260,22 @@ class Builder:
         opt = torch.optim.AdamW(list(unet.parameters()) + list(text.parameters()), lr=4e-4, weight_decay=0.0)
         ema = EMA(unet, 0.998)
         captions = self.data()["captions"]
+        objects = object_masks(self.data()["scenes"])
         abar = sampling.scaled_linear_alphas_cumprod().to(torch.float32).to(self.device)
 
         def step_fn(step):
-            rng = self.batch_rng("teacher", step)
-            idx = rng.integers(len(captions), size=self.cfg.teacher_batch)
+            r = teacher_recipe(self.cfg, step)
+            rng = self.batch_rng(r["stage"], r["step"])
+            idx = rng.integers(len(captions), size=r["batch"])
             drop = rng.random(len(idx)) < 0.1
             texts = ["" if d else captions[i] for i, d in zip(idx, drop)]
+            weight = 1.0 + r["object_weight"] * objects[idx] if r["object_weight"] else None
             return teacher_loss(unet, caption_encoder(text, tokenizer, self.device), latents[idx].to(self.device),
-                                texts, self.torch_gen("teacher", step), self.cfg.offset_noise, abar)
+                                texts, self.torch_gen(r["stage"], r["step"]), self.cfg.offset_noise, abar, weight,
+                                r["t_min"])
 
-        self.loop("teacher_run", {"unet": unet, "text": text}, opt, self.cfg.teacher_steps, step_fn, ema=ema)
+        steps = self.cfg.teacher_phase_steps + self.cfg.teacher_steps
+        self.loop("teacher_run", {"unet": unet, "text": text}, opt, steps, step_fn, ema=ema)
         unet.load_state_dict(ema.full_state_dict(unet))
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -428,6 +441,24 @@ def measure(vae, judge, teacher, student, text, eval_scenes: int, cfg_scale: flo
                "teacher_one_step_by_attribute": one_step_agreement(vae, judge, teacher, encode, test, images, device),
                "caption_all_attributes_right": exact, "eval_scenes": len(test), "cfg_scale_teacher": cfg_scale}
     return figures, {"test": images, **samples}
+
+
+def teacher_recipe(cfg: BuildConfig, step: int) -> dict:
+    """What teacher step ``step`` trains on: the high-noise binding phase (``teacher_phase_*``: t ≥ t_min, object
+    pixels weighted 1 + w) for the first ``teacher_phase_steps`` steps, then the full t range; ``stage`` and ``step``
+    seed its batch, so a config without the phase draws exactly the batches it always drew."""
+    if step < cfg.teacher_phase_steps:
+        return {"stage": "teacher_phase", "step": step, "batch": cfg.teacher_phase_batch,
+                "t_min": cfg.teacher_phase_t_min, "object_weight": cfg.teacher_phase_object_weight}
+    return {"stage": "teacher", "step": step - cfg.teacher_phase_steps, "batch": cfg.teacher_batch, "t_min": 0,
+            "object_weight": cfg.teacher_object_weight}
+
+
+def object_masks(scenes: list[dict], scale_down: int = models.VAE_SCALE_DOWN) -> torch.Tensor:
+    """(N,1,h,w) latent-resolution masks of every scene's objects (max over each latent cell's pixels)."""
+    masks = np.stack([s["visible"].sum(0).clip(0, 1) if len(s["visible"]) else np.zeros((scene.SIZE,) * 2, np.float32)
+                      for s in scenes])
+    return F.max_pool2d(torch.from_numpy(masks).unsqueeze(1), scale_down)
 
 
 def caption_encoder(text, tokenizer, device="cpu") -> Callable[[list[str]], torch.Tensor]:

@@ -27,20 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import WEIGHTS, models, sampling, scene
-from .build import caption_encoder, decode, one_step_agreement, teacher_loss
+from .build import caption_encoder, decode, object_masks, one_step_agreement, teacher_loss
 from .judge import background_labels, caption_agreement, judge_accuracy
-
-
-def object_masks(scenes: list[dict], scale_down: int = models.VAE_SCALE_DOWN) -> torch.Tensor:
-    """(N,1,h,w) latent-resolution masks of every scene's objects (max over each latent cell's pixels)."""
-    masks = np.stack([s["visible"].sum(0).clip(0, 1) if len(s["visible"]) else np.zeros((scene.SIZE,) * 2, np.float32)
-                      for s in scenes])
-    return F.max_pool2d(torch.from_numpy(masks).unsqueeze(1), scale_down)
 
 
 class SlotEncoder(nn.Module):
