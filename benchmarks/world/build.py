@@ -262,6 +262,7 @@ class Builder:
         captions = self.data()["captions"]
         objects = object_masks(self.data()["scenes"])
         abar = sampling.scaled_linear_alphas_cumprod().to(torch.float32).to(self.device)
+        encode = caption_encoder(text, tokenizer, self.device)
 
         def step_fn(step):
             r = teacher_recipe(self.cfg, step)
@@ -270,9 +271,9 @@ class Builder:
             drop = rng.random(len(idx)) < 0.1
             texts = ["" if d else captions[i] for i, d in zip(idx, drop)]
             weight = 1.0 + r["object_weight"] * objects[idx] if r["object_weight"] else None
-            return teacher_loss(unet, caption_encoder(text, tokenizer, self.device), latents[idx].to(self.device),
-                                texts, self.torch_gen(r["stage"], r["step"]), self.cfg.offset_noise, abar, weight,
-                                r["t_min"])
+            gen = self.torch_gen(r["stage"], r["step"])
+            return teacher_loss(unet, encode, latents[idx].to(self.device), texts, gen, self.cfg.offset_noise, abar,
+                                weight, r["t_min"])
 
         steps = self.cfg.teacher_phase_steps + self.cfg.teacher_steps
         self.loop("teacher_run", {"unet": unet, "text": text}, opt, steps, step_fn, ema=ema)

@@ -161,6 +161,7 @@ def main(argv=None) -> int:
     def encoder(module):
         return module if args.conditioning == "slots" else caption_encoder(module, tokenizer)
 
+    encode = encoder(text)
     params = list(unet.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     emas = (EMA(unet, args.ema), EMA(text, args.ema))
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
         idx = rng.integers(len(captions), size=args.batch)
         texts = ["" if d else captions[i] for i, d in zip(idx, rng.random(len(idx)) < 0.1)]
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        loss = teacher_loss(unet, encoder(text), latents[idx], texts, gen, args.offset_noise, abar,
+        loss = teacher_loss(unet, encode, latents[idx], texts, gen, args.offset_noise, abar,
                             pixel[idx] if args.object_weight else None, args.t_min)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
