@@ -178,37 +178,36 @@ def test_set_overrides_one_field_and_a_bad_one_is_named():
     cfg = BuildConfig.preset("mini").with_overrides(["teacher_steps=9", "offset_noise=0.1"])
     assert (cfg.teacher_steps, cfg.offset_noise, cfg.vae_steps) == (9, 0.1, BuildConfig.preset("mini").vae_steps)
     for bad, named in (("teacher_step=9", "teacher_step=9"), ("teacher_steps=1.5", "teacher_steps"),
-                       ("seed=3", "--seed")):
+                       ("seed=3", "--seed"), ("teacher_phase_t_min=1000", "teacher_phase_t_min")):
         proc = run_module("benchmarks.world", ["build", "--out", "unused", "--preset", "mini", "--set", bad],
                           check=False)
         assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_full_preset_is_the_committed_worlds_config_and_the_teacher_phase_is_off_in_it():
-    """``build`` with no --set rebuilds the committed world: fields added since it was built are at values that
-    leave its steps unchanged (no high-noise phase, no object weight)."""
+def test_the_full_preset_is_the_committed_worlds_config_with_its_teacher_phase():
+    """``build`` with no --set rebuilds the committed world: build B of docs/benchmarks.md (7 200 high-noise,
+    object-weighted teacher steps, then 2 400 over the full range with object weight 3, batch 16)."""
     from dataclasses import asdict
 
     from benchmarks.world.build import BuildConfig, teacher_recipe
 
     committed = json.loads((WEIGHTS / "world.json").read_text())["config"]
-    full = asdict(BuildConfig.preset("full"))
-    assert {k: full[k] for k in committed} == committed
-    added = {k: full[k] for k in full if k not in committed}
-    assert added.get("teacher_phase_steps", 0) == 0 and added.get("teacher_object_weight", 0.0) == 0.0
-    assert teacher_recipe(BuildConfig(), 5) == {"stage": "teacher", "step": 5, "batch": 64, "t_min": 0,
-                                                "object_weight": 0.0}
+    assert asdict(BuildConfig.preset("full")) == committed
+    assert teacher_recipe(BuildConfig(), 7199) == {"stage": "teacher_phase", "step": 7199, "batch": 16,
+                                                   "t_min": 850, "object_weight": 10.0}
+    assert teacher_recipe(BuildConfig(), 7200) == {"stage": "teacher", "step": 0, "batch": 16, "t_min": 0,
+                                                   "object_weight": 3.0}
 
 
 def test_the_teacher_phase_comes_first_then_the_full_range_counts_its_own_steps():
     from benchmarks.world.build import BuildConfig, teacher_recipe
 
-    cfg = BuildConfig().with_overrides(["teacher_phase_steps=3", "teacher_object_weight=2"])
+    cfg = BuildConfig().with_overrides(["teacher_phase_steps=3", "teacher_object_weight=2", "teacher_batch=32"])
     first, last, after = (teacher_recipe(cfg, step) for step in (0, 2, 3))
     assert first == {"stage": "teacher_phase", "step": 0, "batch": cfg.teacher_phase_batch,
                      "t_min": cfg.teacher_phase_t_min, "object_weight": cfg.teacher_phase_object_weight}
     assert last["stage"] == "teacher_phase" and last["step"] == 2
-    assert after == {"stage": "teacher", "step": 0, "batch": 64, "t_min": 0, "object_weight": 2.0}
+    assert after == {"stage": "teacher", "step": 0, "batch": 32, "t_min": 0, "object_weight": 2.0}
 
 
 def test_probe_object_masks_cover_each_object_at_latent_resolution():
@@ -313,15 +312,10 @@ def test_committed_weights_match_their_sha256_and_size_limits():
     assert total <= 25 * 2**20
 
 
-TARGET_UNMET = ("issue 12's target (student, 4 steps, >= 80 % caption agreement) is not met by the committed "
-                "CPU-built world: docs/benchmarks.md, 'What holds at this scale'")
-
-
 def test_committed_judge_meets_its_target_as_reported():
     assert json.loads((WEIGHTS / "world.json").read_text())["world"]["judge_accuracy"] >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason=TARGET_UNMET)
 def test_committed_student_meets_its_target_as_reported():
     assert json.loads((WEIGHTS / "world.json").read_text())["world"]["caption_agreement"]["student_4"] >= 0.80
 
@@ -332,14 +326,17 @@ def test_judge_reads_held_out_scenes(world):
     assert judge_accuracy(world.judge, items, images)["overall"] >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason=TARGET_UNMET)
-def test_student_four_step_samples_pass_the_judge(world):
+@pytest.mark.parametrize("steps, floor", [(1, 0.75), (2, 0.75), (4, 0.80)])
+def test_student_samples_pass_the_judge(world, steps, floor):
+    """Issue 12's target: the student's 4-step samples follow >= 80 % of their captions' attributes; 1 and 2 steps
+    must work too. Measured 2026-12-07 on these 32 captions: 0.860 / 0.875 / 0.846 at 1 / 2 / 4 steps (the world's
+    report on 256: 0.820 / 0.851 / 0.854)."""
     items = [scene.scene(scene.seed_of("test", 700 + i)) for i in range(32)]
     cond = world.cond([s["caption"] for s in items])
     model = sampling.guided(sampling.unet_denoiser(world.student), cond, None, 1.0)
-    latents = sampling.sample_student(model, (len(items), 4, 16, 16), 11, 4)
+    latents = sampling.sample_student(model, (len(items), 4, 16, 16), 11, steps)
     agreement, _ = caption_agreement(world.judge, items, world.decode(latents))
-    assert agreement >= 0.80
+    assert agreement >= floor
 
 
 CI_CASES = quality.default_cases(12)[:12]
@@ -360,37 +357,27 @@ def test_exact_composite_keeps_known_pixels_exact_on_the_world(ci_rows):
 
 
 def test_measured_ordering_of_blended_sampler_and_core_blend_is_pinned(ci_rows):
-    """Measured 2026-12-01 on the committed world, these 12 cases (docs/benchmarks.md, quality table for all 48):
-    FewStep Blended Sampler 4 steps hole PSNR 21.81 dB, seam 4.315; core's blend 22.00 dB, seam 3.709 (on all 48:
-    19.92 vs 20.48 dB, paired −0.56 ± 0.33; seam 2.54 vs 2.48). They tie in PSNR; on these 12 core's seam is lower.
-    Pinned: PSNR within 1 dB of each other, our seam at most 1.0 above core's, with floors so that a broken blend (a
-    sign error, a wrong σ scaling: 14–17 dB, as the 1-step and no-LoRA RAD rows show) fails."""
+    """Measured 2026-12-07 on the committed world (build B), these 12 cases (docs/benchmarks.md, quality table for
+    all 48): FewStep Blended Sampler 4 steps hole PSNR 23.67 dB, seam 2.877; core's blend 23.54 dB, seam 2.797 (on
+    all 48: see the table). They tie. Pinned: PSNR within 1 dB of each other, our seam at most 1.0 above core's,
+    with floors so that a broken blend (a sign error, a wrong σ scaling: 16–19 dB, as the 1-step and no-LoRA RAD
+    rows show) fails."""
     ours, core = ci_rows["fewstep_4"], ci_rows["core_blend_4"]
     assert abs(ours["hole_psnr_db"] - core["hole_psnr_db"]) <= 1.0
     assert ours["seam_score"] - core["seam_score"] <= 1.0
     for m in (ours, core):
-        assert m["hole_psnr_db"] >= 20.5 and m["seam_score"] <= 5.0
+        assert m["hole_psnr_db"] >= 22.0 and m["seam_score"] <= 4.0
 
 
 def test_prefill_blur_row_is_pinned(world):
-    """Measured 2026-12-04 on these 12 cases (all 48: docs/benchmarks.md, 'What holds at this scale'): FewStep
-    Crop's prefill blur before the 4-step blended sampler, hole PSNR 22.01 dB, seam 4.296 (fewstep_4 21.81 / 4.315).
+    """Measured 2026-12-07 on these 12 cases (all 48: docs/benchmarks.md, 'What holds at this scale'): FewStep
+    Crop's prefill blur before the 4-step blended sampler, hole PSNR 23.57 dB, seam 2.986 (fewstep_4 23.67 / 2.877).
     Pinned: the known pixels exact, within 1 dB of the blended sampler, and above the floor a broken fill would miss."""
     rows = {r.name: r for r in quality.all_rows()}
     results, _ = quality.run_rows(world, quality.materialise(CI_CASES), [rows["fewstep_4_prefill_blur"]])
     m = results[0]["metrics"]
     assert m["known_max_abs_after"] == 0.0
-    assert abs(m["hole_psnr_db"] - 21.81) <= 1.0 and m["hole_psnr_db"] >= 20.5 and m["seam_score"] <= 5.0
-
-
-def test_student_agreement_does_not_regress(world):
-    """A pin below the unmet target: measured 0.487 on these 32 captions (0.438 on the report's 256)."""
-    items = [scene.scene(scene.seed_of("test", 700 + i)) for i in range(32)]
-    cond = world.cond([s["caption"] for s in items])
-    model = sampling.guided(sampling.unet_denoiser(world.student), cond, None, 1.0)
-    latents = sampling.sample_student(model, (32, 4, 16, 16), 11, 4)
-    agreement, _ = caption_agreement(world.judge, items, world.decode(latents))
-    assert agreement >= 0.40
+    assert abs(m["hole_psnr_db"] - 23.67) <= 1.0 and m["hole_psnr_db"] >= 22.0 and m["seam_score"] <= 4.0
 
 
 def test_quality_benchmark_runs_a_cases_file(world, tmp_path):
@@ -529,16 +516,16 @@ def rad_rows(world):
 
 
 def test_rad_lora_effect_is_pinned(rad_rows):
-    """Measured 2026-12-02 on these 12 cases (all 48: docs/benchmarks.md, 'RAD on the world'): hole PSNR without the
-    LoRA 16.47 dB (seam 6.08), with the Perlin-trained LoRA 20.11 (3.73), with the pixel-trained LoRA 16.80 (4.21),
-    FewStep Blended Sampler 21.81 (4.32). Pinned with margins: the LoRA is what makes RAD work (≥ 2 dB and ≥ 1 seam
-    better than without), it stays within 3 dB of the blended sampler, and Perlin training beats independent
-    pixels (RAD's ablation) by ≥ 1 dB."""
+    """Measured 2026-12-07 on these 12 cases (all 48: docs/benchmarks.md, 'RAD on the world'): hole PSNR without the
+    LoRA 16.73 dB (seam 4.30), with the Perlin-trained LoRA 22.29 (3.15), with the pixel-trained LoRA 21.04 (3.55),
+    FewStep Blended Sampler 23.67 (2.88). Pinned with margins: the LoRA is what makes RAD work (≥ 2 dB and ≥ 0.5
+    seam better than without), it stays within 3 dB of the blended sampler, and Perlin training beats independent
+    pixels (RAD's ablation) by ≥ 0.5 dB."""
     none, perlin, pixel = (rad_rows[n] for n in ("rad_4_no_lora", "rad_4_lora", "rad_4_lora_pixel"))
     assert perlin["hole_psnr_db"] >= none["hole_psnr_db"] + 2.0
-    assert perlin["seam_score"] <= none["seam_score"] - 1.0
+    assert perlin["seam_score"] <= none["seam_score"] - 0.5
     assert perlin["hole_psnr_db"] >= rad_rows["fewstep_4"]["hole_psnr_db"] - 3.0
-    assert perlin["hole_psnr_db"] >= pixel["hole_psnr_db"] + 1.0
+    assert perlin["hole_psnr_db"] >= pixel["hole_psnr_db"] + 0.5
     assert all(m["known_max_abs_after"] == 0.0 for m in rad_rows.values())
 
 
@@ -595,19 +582,22 @@ def inverfill_rows(world):
 
 
 def test_inverfill_effect_is_pinned(inverfill_rows):
-    """Measured 2026-12-04 on these 12 cases (all 48: docs/benchmarks.md, 'InverFill on the world'): the same sampler
-    from plain seeded noise 21.98 dB hole PSNR (seam 3.75), from InverFill's start 23.53 (3.04), paired +1.55 ± 0.51.
-    Pinned with margins: ≥ 0.5 dB and ≥ 0.3 seam better, the known region still exact."""
+    """Measured 2026-12-07 on these 12 cases (all 48: docs/benchmarks.md, 'InverFill on the world'): the same sampler
+    from plain seeded noise 23.52 dB hole PSNR (seam 2.815), from InverFill's start 23.63 (2.834), paired
+    +0.11 ± 0.40: a tie (on all 48, −0.13 ± 0.38 dB, seam −0.07 ± 0.03). On the first world, whose student followed
+    44 % of its captions, InverFill was +1.55 dB ahead here. Pinned as it came out: within 1 dB of plain noise, the
+    seam no more than 0.3 worse, the known region still exact, and both above the floor a broken start would miss."""
     plain, inverfill = inverfill_rows["fewstep_4_known_start"], inverfill_rows["inverfill_4"]
-    assert inverfill["hole_psnr_db"] >= plain["hole_psnr_db"] + 0.5
-    assert inverfill["seam_score"] <= plain["seam_score"] - 0.3
+    assert abs(inverfill["hole_psnr_db"] - plain["hole_psnr_db"]) <= 1.0
+    assert inverfill["seam_score"] <= plain["seam_score"] + 0.3
     assert inverfill["known_max_abs_after"] == 0.0
+    assert min(inverfill["hole_psnr_db"], plain["hole_psnr_db"]) >= 22.0
 
 
 def test_training_without_reblend_leaves_the_known_region_worse_after_reblending(world):
     """InverFill's Re-Blend ablation on the trainer's own held-out measure (known-region error of G(ẑ_T^blend)
-    against z0, fresh noise in the hole as at inference), on 32 test-split captions: measured 2026-12-04 0.659
-    (trained with Re-Blend) vs 1.931 (without; no L_reg 0.680, no critic 0.660). Pinned: ≥ 1.5× worse without."""
+    against z0, fresh noise in the hole as at inference), on 32 test-split captions: measured 2026-12-07 0.284
+    (trained with Re-Blend) vs 1.890 (without; no L_reg 0.295, no critic 0.293). Pinned: ≥ 1.5× worse without."""
     from trainers.common.base_model import load_base_model
     from trainers.common.data import step_generator
     from trainers.inverfill import InverFillConfig, evaluate, make_batch
@@ -683,16 +673,19 @@ def turbofill_rows(world):
 
 
 def test_turbofill_effect_is_pinned(turbofill_rows):
-    """Measured 2026-12-04 on these 12 cases (all 48: docs/benchmarks.md, 'TurboFill on the world'): hole PSNR without
-    the adapter 21.81 dB, with it 18.31 (background holes 38.41 → 26.16, half objects 16.05 → 18.24); trained without
-    L_BG 17.46, ring colour shift 17.84 vs 15.24. Pinned as it came out, with margins: TurboFill loses to the plain
-    sampler overall (≥ 1.5 dB) because it breaks background holes (≥ 5 dB), and L_BG keeps the hole's edge colour
-    (≥ 1 unit less shift than without it)."""
-    plain, fill, no_bg = (turbofill_rows[n] for n in ("fewstep_4", "turbofill_4", "turbofill_4_no_bg"))
-    assert fill["metrics"]["hole_psnr_db"] <= plain["metrics"]["hole_psnr_db"] - 1.5
+    """Measured 2026-12-07 on these 12 cases (all 48: docs/benchmarks.md, 'TurboFill on the world'): hole PSNR without
+    the adapter 23.67 dB, with it 18.47 (background holes 38.65 → 24.81, half objects 19.17 → 18.08, whole objects
+    13.18 → 12.52); trained without L_BG 18.03 (background holes 24.56). Pinned as it came out, with margins:
+    TurboFill loses to the plain sampler overall (≥ 3 dB), most in background holes (≥ 5 dB, with or without L_BG),
+    and it does not win the holes that cut an object either (on the first world it did: half objects +2.2 dB on these
+    cases)."""
+    plain, fill = (turbofill_rows[n] for n in ("fewstep_4", "turbofill_4"))
+    assert fill["metrics"]["hole_psnr_db"] <= plain["metrics"]["hole_psnr_db"] - 3.0
     kinds = {n: quality.by_kind(r["per_case"]) for n, r in turbofill_rows.items()}
-    assert kinds["turbofill_4"]["background"] <= kinds["fewstep_4"]["background"] - 5.0
-    assert no_bg["metrics"]["ring_colour_shift"] >= fill["metrics"]["ring_colour_shift"] + 1.0
+    for adapter in ("turbofill_4", "turbofill_4_no_bg"):
+        assert kinds[adapter]["background"] <= kinds["fewstep_4"]["background"] - 5.0, adapter
+    object_holes = {n: kinds[n]["part"] + kinds[n]["object"] for n in ("fewstep_4", "turbofill_4")}
+    assert object_holes["turbofill_4"] <= object_holes["fewstep_4"]
     assert fill["metrics"]["known_max_abs_after"] == 0.0
 
 
@@ -852,28 +845,30 @@ def edit_rows(world):
 
 
 def test_turboedit_effects_are_pinned(edit_rows):
-    """Measured 2026-12-04 on these 24 edits, 8 each of colour, shape and background
+    """Measured 2026-12-07 on these 24 edits, 8 each of colour, shape and background
     (all 48: docs/benchmarks.md, 'TurboEdit on the world'). Pinned as they came out, with margins:
     - NFE as the paper counts them: the encoder inverts in 8 passes (4 encoder + 4 student) and edits in 4; the
       exact inversion in 4 + 4; the 1-step encoder in 2 + 1;
     - reconstruction: the exact inversion gives the source back (25.48 dB, the VAE's own), the 4-step encoder
-      0.75 dB below it (≤ 1.5 allowed), the 1-step encoder 3.09 ± 0.25 dB below the 4-step one (≥ 2 required);
-    - editing: the encoder's inversion edits more often than the exact one (0.542 vs 0.417: colour 0.75 vs 0.375),
-      any inversion keeps the other attributes far better than fresh noise (0.779 vs 0.454; ≥ 0.2 required), and
-      the ground-truth local mask raises PSNR outside the edit (24.45 → 26.51 dB on the object edits; ≥ 1 dB);
-    - no row changes an object's shape (0 of 8 everywhere): the inverted noises carry the silhouette."""
+      0.52 dB below it (≤ 1.5 allowed), the 1-step encoder 2.16 ± 0.27 dB below the 4-step one (≥ 1 required);
+    - editing: the encoder's inversion edits as often as the exact one (0.583 and 0.583; within 0.15 — on the first
+      world the encoder was ahead), any inversion keeps the other attributes better than fresh noise (0.880 and
+      0.843 vs 0.748; ≥ 0.05 required), and the ground-truth local mask raises PSNR outside the edit (exact 25.52 →
+      26.51, encoder 25.66 → 26.54 dB on the object edits; ≥ 0.4 dB);
+    - no 4-step inversion changes an object's shape (0 of 8; fresh noise 2 of 8): the inverted noises carry the
+      silhouette."""
     m = {name: r["metrics"] for name, r in edit_rows.items()}
     nfe = {name: (r["nfe_invert"], r["nfe_edit"]) for name, r in edit_rows.items()}
     assert nfe["edit_encoder_4_off"] == (8, 4) and nfe["edit_exact_4_off"] == (4, 4)
     assert nfe["edit_encoder_1_off"] == (2, 1)
     assert m["edit_exact_4_off"]["recon_psnr_db"] == pytest.approx(m["edit_source"]["recon_psnr_db"], abs=0.01)
     assert m["edit_encoder_4_off"]["recon_psnr_db"] >= m["edit_exact_4_off"]["recon_psnr_db"] - 1.5
-    assert m["edit_encoder_4_off"]["recon_psnr_db"] >= m["edit_encoder_1_off"]["recon_psnr_db"] + 2.0
-    assert m["edit_encoder_4_off"]["edit_success"] > m["edit_exact_4_off"]["edit_success"]
+    assert m["edit_encoder_4_off"]["recon_psnr_db"] >= m["edit_encoder_1_off"]["recon_psnr_db"] + 1.0
+    assert abs(m["edit_encoder_4_off"]["edit_success"] - m["edit_exact_4_off"]["edit_success"]) <= 0.15
     for name in ("edit_exact_4_off", "edit_encoder_4_off"):
-        assert m[name]["others_kept"] >= m["edit_fresh_4"]["others_kept"] + 0.2, name
+        assert m[name]["others_kept"] >= m["edit_fresh_4"]["others_kept"] + 0.05, name
     for inversion in ("exact", "encoder"):
         off, gt = m[f"edit_{inversion}_4_off"], m[f"edit_{inversion}_4_gt_mask"]
-        assert gt["psnr_outside_db"] >= off["psnr_outside_db"] + 1.0, inversion
-    for name in PIN_EDIT_ROWS[2:]:
-        assert m[name]["edit_success_by_attribute"]["shape"] <= 0.25, name
+        assert gt["psnr_outside_db"] >= off["psnr_outside_db"] + 0.4, inversion
+    for name in ("edit_exact_4_off", "edit_exact_4_gt_mask", "edit_encoder_4_off", "edit_encoder_4_gt_mask"):
+        assert m[name]["edit_success_by_attribute"]["shape"] <= 0.125, name

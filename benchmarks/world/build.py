@@ -39,10 +39,10 @@ class BuildConfig:
     vae_batch: int = 32
     judge_steps: int = 1500
     judge_batch: int = 64
-    teacher_steps: int = 2600
-    teacher_batch: int = 64
-    teacher_object_weight: float = 0.0
-    teacher_phase_steps: int = 0
+    teacher_steps: int = 2400
+    teacher_batch: int = 16
+    teacher_object_weight: float = 3.0
+    teacher_phase_steps: int = 7200
     teacher_phase_batch: int = 16
     teacher_phase_t_min: int = 850
     teacher_phase_object_weight: float = 10.0
@@ -77,6 +77,8 @@ class BuildConfig:
                 values[key] = type(values[key])(text)
             except ValueError:
                 raise ValueError(f"--set: {key} is a {type(values[key]).__name__} field; {text!r} is not one") from None
+        if not 0 <= values["teacher_phase_t_min"] <= 999:
+            raise ValueError(f"--set: teacher_phase_t_min must be in 0..999, not {values['teacher_phase_t_min']}")
         return BuildConfig(**values)
 
 
